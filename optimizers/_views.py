@@ -1,0 +1,29 @@
+"""Zero-copy views of torch tensors as numpy (CPU) or CuPy (CUDA) arrays, through DLPack.
+
+numpy has no bfloat16 and DLPack refuses it, so bf16 tensors are viewed as their uint16 bit
+patterns; the core kernels convert bits to float32 themselves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def array_view(tensor: torch.Tensor):
+    """The tensor's memory as a numpy or CuPy array (no copy; writes go to the tensor)."""
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.view(torch.int16)
+        return _from_dlpack(tensor).view(np.uint16)
+    return _from_dlpack(tensor)
+
+
+def _from_dlpack(tensor: torch.Tensor):
+    if tensor.device.type == "cuda":
+        import cupy
+
+        return cupy.from_dlpack(tensor)
+    if tensor.device.type != "cpu":
+        raise TypeError(f"tensors on {tensor.device.type!r} are not supported (cpu or cuda)")
+    return np.from_dlpack(tensor)
