@@ -103,11 +103,15 @@ class SmallStateOptimizer(torch.optim.Optimizer):
     def _usable_grad(self, param: torch.Tensor, group: dict[str, Any]) -> torch.Tensor | None:
         grad = param.grad
         if param.is_complex():
-            raise TypeError(f"{type(self).__name__} does not support complex parameters "
-                            f"({self._param_name(param)} is {param.dtype})")
+            raise TypeError(
+                f"{type(self).__name__} does not support complex parameters "
+                f"({self._param_name(param)} is {param.dtype})"
+            )
         if grad.is_sparse:
-            raise RuntimeError(f"{type(self).__name__} does not support sparse gradients "
-                               f"({self._param_name(param)})")
+            raise RuntimeError(
+                f"{type(self).__name__} does not support sparse gradients "
+                f"({self._param_name(param)})"
+            )
         total = grad.sum(dtype=torch.float64 if grad.dtype == torch.float64 else torch.float32)
         # A finite sum proves every element finite; a non-finite sum may be overflow, so look.
         if not torch.isfinite(total) and not torch.isfinite(grad).all():
@@ -160,15 +164,19 @@ class SmallStateOptimizer(torch.optim.Optimizer):
             found = tag.get("optimizer") if isinstance(tag, dict) else "a non-smallstate optimizer"
             raise ValueError(f"this state dict was saved by {found}, not by {name}")
         if tag.get("format") != STATE_FORMAT:
-            raise ValueError(f"state format {tag.get('format')!r} is not supported "
-                             f"(this version reads format {STATE_FORMAT})")
+            raise ValueError(
+                f"state format {tag.get('format')!r} is not supported "
+                f"(this version reads format {STATE_FORMAT})"
+            )
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups) or any(
             len(s["params"]) != len(g["params"])
             for s, g in zip(saved_groups, self.param_groups, strict=True)
         ):
-            raise ValueError("the state dict's param groups do not match this optimizer's "
-                             "(number of groups or of parameters per group)")
+            raise ValueError(
+                "the state dict's param groups do not match this optimizer's "
+                "(number of groups or of parameters per group)"
+            )
         owners = {
             pid: (param, saved)
             for saved, group in zip(saved_groups, self.param_groups, strict=True)
@@ -195,19 +203,27 @@ class SmallStateOptimizer(torch.optim.Optimizer):
         expected = self._init_state(like, group, 0)
         where = self._param_name(param)
         if set(loaded) != set(expected):
-            raise ValueError(f"state for {where} has keys {sorted(loaded)}, expected "
-                             f"{sorted(expected)}")
+            raise ValueError(
+                f"state for {where} has keys {sorted(loaded)}, expected {sorted(expected)}"
+            )
         for key, want in expected.items():
             got = loaded[key]
             if torch.is_tensor(want):
                 if not torch.is_tensor(got) or got.shape != want.shape or got.dtype != want.dtype:
-                    shown = (f"{tuple(got.shape)} {got.dtype}" if torch.is_tensor(got)
-                             else type(got).__name__)
-                    raise ValueError(f"state {key!r} of {where} is {shown}, expected "
-                                     f"{tuple(want.shape)} {want.dtype}")
+                    shown = (
+                        f"{tuple(got.shape)} {got.dtype}"
+                        if torch.is_tensor(got)
+                        else type(got).__name__
+                    )
+                    raise ValueError(
+                        f"state {key!r} of {where} is {shown}, expected "
+                        f"{tuple(want.shape)} {want.dtype}"
+                    )
             elif type(got) is not type(want):
-                raise ValueError(f"state {key!r} of {where} is a {type(got).__name__}, "
-                                 f"expected a {type(want).__name__}")
+                raise ValueError(
+                    f"state {key!r} of {where} is a {type(got).__name__}, "
+                    f"expected a {type(want).__name__}"
+                )
 
     # ----------------------------------------------------------------- accounting
     def describe(self) -> list[ParamReport]:
@@ -216,13 +232,15 @@ class SmallStateOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for param in group["params"]:
                 state = self.state.get(param, {})
-                reports.append(ParamReport(
-                    name=self._param_name(param),
-                    shape=tuple(param.shape),
-                    dtype=param.dtype,
-                    path=self._path(state) if state else "no state yet",
-                    state_bytes=_state_bytes(state),
-                ))
+                reports.append(
+                    ParamReport(
+                        name=self._param_name(param),
+                        shape=tuple(param.shape),
+                        dtype=param.dtype,
+                        path=self._path(state) if state else "no state yet",
+                        state_bytes=_state_bytes(state),
+                    )
+                )
         return reports
 
     def state_nbytes(self) -> int:

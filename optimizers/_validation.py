@@ -14,8 +14,9 @@ Check = Callable[[str, Any], None]
 def _number(name: str, value: Any) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{name} must be a number or a 1-element tensor, got shape "
-                             f"{tuple(value.shape)}")
+            raise ValueError(
+                f"{name} must be a number or a 1-element tensor, got shape {tuple(value.shape)}"
+            )
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -82,8 +83,9 @@ def betas(count: int = 2) -> Check:
 
     def check(name: str, value: Any) -> None:
         if not isinstance(value, Sequence) or len(value) != count:
-            raise ValueError(f"{name} must be a sequence of {count} numbers in [0, 1), "
-                             f"got {value!r}")
+            raise ValueError(
+                f"{name} must be a sequence of {count} numbers in [0, 1), got {value!r}"
+            )
         for i, beta in enumerate(value):
             coefficient(f"{name}[{i}]", beta)
 

@@ -19,19 +19,46 @@ from optimizers._dense import dense_adamw_step, init_dense_state
 class DenseOnly(SmallStateOptimizer):
     """The base class with only the dense AdamW path: checks the plumbing on its own."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 maximize=False, nonfinite="raise", seed=0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      maximize=maximize, nonfinite=nonfinite, seed=seed))
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        maximize=False,
+        nonfinite="raise",
+        seed=0,
+    ):
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                betas=betas,
+                eps=eps,
+                weight_decay=weight_decay,
+                maximize=maximize,
+                nonfinite=nonfinite,
+                seed=seed,
+            ),
+        )
 
     def _init_state(self, param, group, key):
         return init_dense_state(param)
 
     def _update(self, param, grad, state, group):
         beta1, beta2 = group["betas"]
-        dense_adamw_step(param, grad, state, lr=float(group["lr"]), beta1=beta1, beta2=beta2,
-                         eps=group["eps"], weight_decay=group["weight_decay"],
-                         maximize=group["maximize"])
+        dense_adamw_step(
+            param,
+            grad,
+            state,
+            lr=float(group["lr"]),
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            maximize=group["maximize"],
+        )
 
 
 def _smallstate(name: str, **settings: Any):
@@ -59,7 +86,10 @@ CASES = {
 def tiny_model(dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = torch.nn.Sequential(
-        torch.nn.Linear(64, 48), torch.nn.Tanh(), torch.nn.Linear(48, 64), torch.nn.Tanh(),
+        torch.nn.Linear(64, 48),
+        torch.nn.Tanh(),
+        torch.nn.Linear(48, 64),
+        torch.nn.Tanh(),
         torch.nn.Linear(64, 1),
     )
     return model.to(dtype)

@@ -40,8 +40,11 @@ def train(model, opt, steps, dtype=torch.float32, sign=1.0):
 
 
 def state_snapshot(opt):
-    return [{k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()}
-            for g in opt.param_groups for p in g["params"]]
+    return [
+        {k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()}
+        for g in opt.param_groups
+        for p in g["params"]
+    ]
 
 
 def assert_same_state(a, b):
@@ -59,9 +62,15 @@ def assert_same_state(a, b):
 # 1. construction ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "option, value, message",
-    [("lr", -1.0, "lr"), ("betas", (1.0, 0.9), "betas"), ("betas", (0.9,), "betas"),
-     ("eps", -1e-8, "eps"), ("weight_decay", -0.1, "weight_decay"),
-     ("nonfinite", "ignore", "nonfinite"), ("lr", float("nan"), "lr")],
+    [
+        ("lr", -1.0, "lr"),
+        ("betas", (1.0, 0.9), "betas"),
+        ("betas", (0.9,), "betas"),
+        ("eps", -1e-8, "eps"),
+        ("weight_decay", -0.1, "weight_decay"),
+        ("nonfinite", "ignore", "nonfinite"),
+        ("lr", float("nan"), "lr"),
+    ],
 )
 def test_bad_hyperparameters_are_refused_with_their_name(make, option, value, message):
     model = tiny_model()
@@ -109,8 +118,9 @@ def test_lr_scales_the_first_update(make):
         opt = make(model.parameters(), lr=lr)
         before = [p.detach().clone() for p in model.parameters()]
         train(model, opt, 1)
-        deltas.append(sum((p - b).abs().sum() for p, b in
-                          zip(model.parameters(), before, strict=True)).item())
+        deltas.append(
+            sum((p - b).abs().sum() for p, b in zip(model.parameters(), before, strict=True)).item()
+        )
     assert deltas[1] == pytest.approx(2 * deltas[0], rel=1e-3)
 
 
@@ -137,8 +147,10 @@ def test_resume_is_bit_identical_and_weights_only_loadable(make):
     train(model, opt, 5)
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buffer)
-    dtypes = [{k: v.dtype for k, v in opt.state[p].items() if torch.is_tensor(v)}
-              for p in model.parameters()]
+    dtypes = [
+        {k: v.dtype for k, v in opt.state[p].items() if torch.is_tensor(v)}
+        for p in model.parameters()
+    ]
 
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)
@@ -146,8 +158,10 @@ def test_resume_is_bit_identical_and_weights_only_loadable(make):
     resumed_model.load_state_dict(saved["model"])
     resumed = make(resumed_model.parameters(), lr=1e-2)
     resumed.load_state_dict(saved["opt"])
-    assert dtypes == [{k: v.dtype for k, v in resumed.state[p].items() if torch.is_tensor(v)}
-                      for p in resumed_model.parameters()]
+    assert dtypes == [
+        {k: v.dtype for k, v in resumed.state[p].items() if torch.is_tensor(v)}
+        for p in resumed_model.parameters()
+    ]
     train(resumed_model, resumed, 5)
     for a, b in zip(reference_model.parameters(), resumed_model.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -299,8 +313,12 @@ def test_state_nbytes_and_describe_cover_every_parameter(make):
     model = tiny_model()
     opt = make(model.parameters())
     train(model, opt, 1)
-    expected = sum(v.numel() * v.element_size() for s in opt.state.values()
-                   for v in s.values() if torch.is_tensor(v))
+    expected = sum(
+        v.numel() * v.element_size()
+        for s in opt.state.values()
+        for v in s.values()
+        if torch.is_tensor(v)
+    )
     assert opt.state_nbytes() == expected
     report = opt.describe()
     assert [r.shape for r in report] == [tuple(p.shape) for p in model.parameters()]
@@ -308,7 +326,7 @@ def test_state_nbytes_and_describe_cover_every_parameter(make):
     assert all(r.path != "no state yet" for r in report)
 
 
-# 10. compile-friendliness --------------------------------------------------------------------------
+# 10. compile-friendliness ----------------------------------------------------------------------
 def test_compiled_training_step_matches_eager(make):
     eager_model, compiled_model = tiny_model(), tiny_model()
     eager = make(eager_model.parameters(), lr=1e-2)
