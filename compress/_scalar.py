@@ -1,0 +1,127 @@
+"""Scalar helpers shared by the CPU (Numba njit) and GPU (numba.cuda device) kernels.
+
+Each helper is written once as a plain Python function on scalars (`*_py`) and compiled for the
+CPU here with `njit`; `_cuda_kernels.py` compiles the same Python functions with
+`cuda.jit(device=True)`. Keeping them leaf functions (no helper calls another) lets both targets
+compile them from the one source.
+"""
+
+import numpy as np
+from numba import njit
+
+RADIX_BITS = 11  # top-k threshold select: 2048-bin histograms, 3 levels for float32 magnitudes
+RADIX_BINS = 1 << RADIX_BITS
+# How a float array is stored: native float dtype, or uint16 bits of bfloat16 / IEEE half
+# (Numba has no float16 type, so half arrays travel as uint16 views).
+NATIVE, BF16, F16 = 0, 1, 2
+
+
+def bf16_bits_to_f32_py(bits):
+    """bfloat16 bit pattern (uint16) -> float32: the bits are the upper half of a float32."""
+    return np.uint32(np.uint32(bits) << np.uint32(16)).view(np.float32)
+
+
+def f32_to_bf16_bits_py(x):
+    """float32 -> bfloat16 bits, round to nearest even; NaN stays NaN (quiet bit set)."""
+    u = np.float32(x).view(np.uint32)
+    if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+        return np.uint16((u >> np.uint32(16)) | np.uint32(0x40))
+    lsb = (u >> np.uint32(16)) & np.uint32(1)
+    return np.uint16((u + np.uint32(0x7FFF) + lsb) >> np.uint32(16))
+
+
+def f32_to_bf16_bits_outward_py(x, up):
+    """float32 -> bfloat16 bits rounded toward +inf (`up`) or toward -inf (not `up`).
+
+    Used for quantization bounds so that every element stays inside [lo, hi] after rounding.
+    """
+    u = np.float32(x).view(np.uint32)
+    t = u >> np.uint32(16)
+    inexact = (t << np.uint32(16)) != u
+    positive = (u >> np.uint32(31)) == np.uint32(0)
+    if inexact and positive == up:
+        t = t + np.uint32(1)
+    return np.uint16(t)
+
+
+def f16_bits_to_f32_py(bits):
+    """IEEE half bit pattern (uint16) -> float32, exact (subnormals, Inf and NaN included)."""
+    h = np.uint32(bits)
+    sign = (h & np.uint32(0x8000)) << np.uint32(16)
+    exponent = (h >> np.uint32(10)) & np.uint32(0x1F)
+    mantissa = h & np.uint32(0x3FF)
+    if exponent == np.uint32(0x1F):
+        word = sign | np.uint32(0x7F800000) | (mantissa << np.uint32(13))
+    elif exponent == np.uint32(0):
+        magnitude = np.float32(mantissa) * np.float32(2.0**-24)
+        word = sign | np.float32(magnitude).view(np.uint32)
+    else:
+        word = sign | ((exponent + np.uint32(112)) << np.uint32(23)) | (mantissa << np.uint32(13))
+    return np.uint32(word).view(np.float32)
+
+
+def f32_to_f16_bits_py(x):
+    """float32 -> IEEE half bits, round to nearest even; overflow to Inf, NaN stays NaN."""
+    u = np.float32(x).view(np.uint32)
+    sign = (u >> np.uint32(16)) & np.uint32(0x8000)
+    a = u & np.uint32(0x7FFFFFFF)
+    if a > np.uint32(0x7F800000):
+        return np.uint16(sign | np.uint32(0x7E00) | ((a >> np.uint32(13)) & np.uint32(0x3FF)))
+    if a >= np.uint32(0x477FF000):
+        return np.uint16(sign | np.uint32(0x7C00))
+    if a >= np.uint32(0x38800000):
+        rounded = (a + np.uint32(0xFFF) + ((a >> np.uint32(13)) & np.uint32(1))) >> np.uint32(13)
+        return np.uint16(sign | (rounded - np.uint32(112 << 10)))
+    shift = np.uint32(126) - (a >> np.uint32(23))
+    if shift > np.uint32(25):
+        return np.uint16(sign)
+    mantissa = (a & np.uint32(0x7FFFFF)) | np.uint32(0x800000)
+    q = mantissa >> shift
+    rest = mantissa & ((np.uint32(1) << shift) - np.uint32(1))
+    half = np.uint32(1) << (shift - np.uint32(1))
+    if rest > half or (rest == half and (q & np.uint32(1)) == np.uint32(1)):
+        q = q + np.uint32(1)
+    return np.uint16(sign | q)
+
+
+def hash_uniform_py(seed, index):
+    """Counter-based uniform in [0, 1) from (seed, element index): splitmix64's finalizer.
+
+    Reproducible, order-free and identical on every target; 24 random bits (exact in float32).
+    """
+    z = np.uint64(seed) + np.uint64(index) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.float32(z >> np.uint64(40)) * np.float32(1.0 / 16777216.0)
+
+
+def quant_code_py(x, lo, inv_step, offset, max_code):
+    """code = floor((x - lo) / step + offset) clamped to [0, max_code].
+
+    offset = 0.5 is round_half_up; a uniform offset in [0, 1) is stochastic rounding.
+    """
+    v = (np.float32(x) - lo) * inv_step + offset
+    if v < np.float32(1.0):
+        return np.int64(0)
+    if v >= np.float32(max_code):
+        return np.int64(max_code)
+    return np.int64(v)  # truncation is floor here: 1 <= v < max_code
+
+
+def bucket_steps_py(lo, hi, levels):
+    """(step, 1/step) of a bucket in float32; a constant bucket has step 0 and 1/step 0."""
+    width = np.float32(hi) - np.float32(lo)
+    if width > np.float32(0.0):
+        return width / np.float32(levels), np.float32(levels) / width
+    return np.float32(0.0), np.float32(0.0)
+
+
+bf16_bits_to_f32 = njit(cache=True)(bf16_bits_to_f32_py)
+f32_to_bf16_bits = njit(cache=True)(f32_to_bf16_bits_py)
+f32_to_bf16_bits_outward = njit(cache=True)(f32_to_bf16_bits_outward_py)
+f16_bits_to_f32 = njit(cache=True)(f16_bits_to_f32_py)
+f32_to_f16_bits = njit(cache=True)(f32_to_f16_bits_py)
+hash_uniform = njit(cache=True)(hash_uniform_py)
+quant_code = njit(cache=True)(quant_code_py)
+bucket_steps = njit(cache=True)(bucket_steps_py)

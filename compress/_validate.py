@@ -1,0 +1,88 @@
+"""Argument checks shared by the public functions; every message names the argument and range."""
+
+import numpy as np
+
+from ._backend import is_gpu_array, kernels, namespace
+from ._scalar import BF16, F16, NATIVE
+
+MAX_BLOCK_SIZE = 32767  # block-relative indices are int16
+DTYPE_NAMES = {"float32": np.float32, "float64": np.float64, "bfloat16": np.uint16}
+
+
+def vector(x, name: str, dtypes: tuple) -> None:
+    """x must be a 1-D contiguous numpy/CuPy array of one of `dtypes`."""
+    if not (isinstance(x, np.ndarray) or is_gpu_array(x)):
+        raise TypeError(f"{name} must be a numpy or CuPy array, got {type(x).__name__}")
+    if x.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(x.shape)}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"{name} must be contiguous")
+    if x.dtype not in [np.dtype(d) for d in dtypes]:
+        accepted = ", ".join(_dtype_label(d) for d in dtypes)
+        raise TypeError(f"{name} dtype must be one of {accepted}, got {x.dtype}")
+
+
+def matrix(x, name: str, shape: tuple, dtypes: tuple) -> None:
+    """x must be a C-contiguous 2-D array of the given shape and one of `dtypes`."""
+    if x.shape != shape or not x.flags.c_contiguous:
+        raise ValueError(f"{name} must be a contiguous array of shape {shape}, got {x.shape}")
+    if x.dtype not in [np.dtype(d) for d in dtypes]:
+        accepted = ", ".join(_dtype_label(d) for d in dtypes)
+        raise TypeError(f"{name} dtype must be one of {accepted}, got {x.dtype}")
+
+
+def _dtype_label(d) -> str:
+    return "uint16 (bfloat16 bits)" if np.dtype(d) == np.uint16 else np.dtype(d).name
+
+
+def density(value: float) -> float:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {value}")
+    return float(value)
+
+
+def block_size(value: int) -> int:
+    if not (isinstance(value, (int, np.integer)) and 1 <= value <= MAX_BLOCK_SIZE):
+        raise ValueError(f"block_size must be an integer in [1, {MAX_BLOCK_SIZE}], got {value}")
+    return int(value)
+
+
+def bits(value: int) -> int:
+    if value not in (4, 8):
+        raise ValueError(f"bits must be 4 or 8, got {value}")
+    return int(value)
+
+
+def bucket(value: int) -> int:
+    if not (isinstance(value, (int, np.integer)) and value >= 2):
+        raise ValueError(f"bucket must be an integer >= 2, got {value}")
+    return int(value)
+
+
+def dtype_name(value: str, name: str, accepted: tuple) -> str:
+    if value not in accepted:
+        raise ValueError(f"{name} must be one of {', '.join(accepted)}, got {value!r}")
+    return value
+
+
+def finite(x, name: str) -> None:
+    """Raise ValueError if x holds NaN or ±Inf (uint16 arrays are read as bf16). One read pass."""
+    if x.dtype == np.float16:
+        x = x.astype(np.float32)
+    bf16 = x.dtype == np.uint16
+    if is_gpu_array(x):
+        xp = namespace(x)
+        ok = bool(((x & 0x7F80) != 0x7F80).all()) if bf16 else bool(xp.isfinite(x).all())
+    else:
+        ok = kernels(x).all_finite(x, bf16)
+    if not ok:
+        raise ValueError(f"{name} must be finite (no NaN or Inf)")
+
+
+def storage(x):
+    """(array for the kernels, storage kind): uint16 is bf16 bits; float16 travels as its bits."""
+    if x.dtype == np.uint16:
+        return x, BF16
+    if x.dtype == np.float16:
+        return x.view(np.uint16), F16
+    return x, NATIVE

@@ -1,0 +1,71 @@
+"""Error feedback: keep what compression dropped, add it back next time (ALGORITHMS.md §2.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _validate
+from ._backend import kernels
+from .quantization import Quantized, dequantize, quantize
+
+
+@dataclass
+class ErrorFeedback:
+    """An error store: dense (float32, float64, or uint16 bf16 bits) or a Quantized 4/8-bit one
+    (whose own quantization error is dropped, as in MicroAdam). Exactly one of the two is set."""
+
+    dense_store: object = None
+    quantized_store: Quantized | None = None
+
+    @classmethod
+    def dense(cls, array) -> ErrorFeedback:
+        _validate.vector(array, "array", (np.float32, np.float64, np.uint16))
+        return cls(dense_store=array)
+
+    @classmethod
+    def quantized(cls, q: Quantized) -> ErrorFeedback:
+        q.check("q")
+        return cls(quantized_store=q)
+
+    @property
+    def length(self) -> int:
+        if self.quantized_store is not None:
+            return self.quantized_store.length
+        return int(self.dense_store.size)
+
+    @property
+    def nbytes(self) -> int:
+        if self.quantized_store is not None:
+            return self.quantized_store.nbytes
+        return int(self.dense_store.nbytes)
+
+    def _check(self, buf, name: str) -> None:
+        _validate.vector(buf, name, (np.float32, np.float64))
+        if buf.size != self.length:
+            raise ValueError(f"{name} must have length {self.length}, got {buf.size}")
+
+    def add_to(self, buf):
+        """buf += stored error, in place (no temporary). Cost: one read of the store and buf."""
+        self._check(buf, "buf")
+        q = self.quantized_store
+        if q is not None:
+            return dequantize(q, out=buf, add=True)
+        if self.dense_store.dtype == np.uint16:
+            kernels(buf).add_bf16(self.dense_store, buf)
+        else:
+            buf += self.dense_store
+        return buf
+
+    def store(self, residual) -> None:
+        """Replace the stored error with residual (quantized for a quantized store; bf16 rounds
+        to nearest even)."""
+        self._check(residual, "residual")
+        q = self.quantized_store
+        if q is not None:
+            quantize(residual, bits=q.bits, bucket=q.bucket, out=q, check_finite=False)
+        elif self.dense_store.dtype == np.uint16:
+            kernels(residual).round_to_bf16(residual, self.dense_store)
+        else:
+            self.dense_store[...] = residual

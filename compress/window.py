@@ -1,0 +1,168 @@
+"""Ring buffer of the last m block-sparse vectors and its Adam statistics (ALGORITHMS.md §2.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _validate
+from ._backend import kernels, namespace
+from .topk import VALUES_DTYPES, SparseBlocks, block_counts
+
+
+@dataclass
+class SparseWindow:
+    """values (m, total_k) float32/float64/uint16-bf16 and int16 block-relative indices (m,
+    total_k); row r is a SparseBlocks; `cursor` is the row written NEXT."""
+
+    values: object
+    indices: object
+    length: int
+    block_size: int
+    k_full: int
+    cursor: int
+
+    @property
+    def m(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def values_kind(self) -> int:
+        """Storage kind of the values for the kernels (bf16 bits or native float)."""
+        return _validate.storage(self.values)[1]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.nbytes + self.indices.nbytes)
+
+    def row(self, i: int) -> SparseBlocks:
+        """Row i as a SparseBlocks view (writes go to the window)."""
+        return SparseBlocks(
+            self.values[i], self.indices[i], self.length, self.block_size, self.k_full
+        )
+
+    def advance(self) -> None:
+        """cursor = (cursor + 1) mod m."""
+        self.cursor = (int(self.cursor) + 1) % self.m
+
+    @classmethod
+    def empty(
+        cls,
+        length: int,
+        *,
+        m: int,
+        density: float,
+        block_size: int = 16384,
+        values_dtype: str = "bfloat16",
+        like=None,
+    ) -> SparseWindow:
+        """A zeroed window of m rows for vectors of `length`, cursor 0."""
+        if m < 1:
+            raise ValueError(f"m must be >= 1, got {m}")
+        _validate.dtype_name(values_dtype, "values_dtype", VALUES_DTYPES)
+        counts = block_counts(length, density=density, block_size=block_size)
+        xp = np if like is None else namespace(like)
+        shape = (m, counts.total_k)
+        return cls(
+            values=xp.zeros(shape, _validate.DTYPE_NAMES[values_dtype]),
+            indices=xp.zeros(shape, np.int16),
+            length=int(length),
+            block_size=block_size,
+            k_full=counts.k_full,
+            cursor=0,
+        )
+
+    def check(self, name: str = "window") -> None:
+        self.row(0).check(f"{name} row")
+        shape = tuple(self.values.shape)
+        _validate.matrix(self.values, f"{name}.values", shape, (np.float32, np.float64, np.uint16))
+        _validate.matrix(self.indices, f"{name}.indices", shape, (np.int16,))
+        if not 0 <= int(self.cursor) < self.m:
+            raise ValueError(f"{name}.cursor must be in [0, {self.m - 1}], got {self.cursor}")
+
+
+def _statistics_args(window: SparseWindow, t: int, beta1: float, beta2: float, eps: float):
+    """Rows by age (newest first), β^age weights and bias corrections, all float32."""
+    window.check()
+    if t < 1:
+        raise ValueError(f"t must be >= 1 (rows ever written), got {t}")
+    for name, beta in (("beta1", beta1), ("beta2", beta2)):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {beta}")
+    xp = namespace(window.values)
+    ages = np.arange(min(int(t), window.m))
+    rows = xp.asarray((int(window.cursor) - 1 - ages) % window.m)
+    w1 = xp.asarray(np.float32(beta1) ** ages.astype(np.float32))
+    w2 = xp.asarray(np.float32(beta2) ** ages.astype(np.float32))
+    c1 = np.float32((1.0 - beta1) / (1.0 - beta1**t))
+    c2 = np.float32((1.0 - beta2) / (1.0 - beta2**t))
+    return rows, w1, w2, c1, c2, np.float32(eps)
+
+
+def window_adam(window: SparseWindow, t: int, *, beta1: float, beta2: float, eps: float, out):
+    """u = c1·M / (sqrt(c2·S) + eps) on the window's support, written into dense `out`.
+
+    M, S = β1^age- and β2^age-weighted sums of the values and their squares over the valid rows
+    (min(t, m); newest row = cursor - 1), c1 = (1-β1)/(1-β1^t), c2 = (1-β2)/(1-β2^t). Entries
+    of `out` off the support are left untouched (pass a zeroed buffer for the dense u).
+    Accumulation in float32 per block in a block-local scratch; cost O(m·k), not O(d).
+    """
+    rows, w1, w2, c1, c2, eps32 = _statistics_args(window, t, beta1, beta2, eps)
+    _validate.vector(out, "out", (np.float32, np.float64))
+    if out.size != window.length:
+        raise ValueError(f"out must have length {window.length}, got {out.size}")
+    backend = kernels(out)
+    backend.window_adam(
+        window.values,
+        window.values_kind,
+        window.indices,
+        rows,
+        w1,
+        w2,
+        window.block_size,
+        window.k_full,
+        window.row(0).k_tail,
+        c1,
+        c2,
+        eps32,
+        out,
+        backend.n_workers(window.row(0).n_blocks),
+    )
+    return out
+
+
+def window_adam_apply(
+    window: SparseWindow, t: int, *, beta1: float, beta2: float, eps: float, lr: float, param
+):
+    """param -= lr·u on the window's support only (u as in `window_adam`), once per coordinate.
+
+    param: float32, float64, float16, or uint16 bf16 bits (updated in float32, then rounded to
+    nearest even). Cost O(m·k): the block-local scratch is touched only at selected indices.
+    """
+    rows, w1, w2, c1, c2, eps32 = _statistics_args(window, t, beta1, beta2, eps)
+    _validate.vector(param, "param", (np.float32, np.float64, np.float16, np.uint16))
+    if param.size != window.length:
+        raise ValueError(f"param must have length {window.length}, got {param.size}")
+    lr_typed = np.float64(lr) if param.dtype == np.float64 else np.float32(lr)
+    param_view, param_kind = _validate.storage(param)
+    backend = kernels(param)
+    backend.window_adam_apply(
+        window.values,
+        window.values_kind,
+        window.indices,
+        rows,
+        w1,
+        w2,
+        window.block_size,
+        window.k_full,
+        window.row(0).k_tail,
+        c1,
+        c2,
+        eps32,
+        lr_typed,
+        param_view,
+        param_kind,
+        backend.n_workers(window.row(0).n_blocks),
+    )
+    return param

@@ -1,0 +1,115 @@
+"""Sliding-window Adam statistics (ALGORITHMS.md §2.4) against a dense float64 reference."""
+
+import numpy as np
+import pytest
+
+import compress
+
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+
+
+def random_window(length, *, m, block_size, density, rng, values_dtype="float32"):
+    window = compress.SparseWindow.empty(
+        length, m=m, density=density, block_size=block_size, values_dtype=values_dtype
+    )
+    for r in range(m):
+        x = rng.standard_normal(length).astype(np.float32)
+        compress.topk_blocks(x, density=density, block_size=block_size, out=window.row(r))
+    return window
+
+
+def row_values_f64(window, r):
+    v = window.values[r]
+    if v.dtype == np.uint16:
+        return (v.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    return v.astype(np.float64)
+
+
+def dense_reference(window, t):
+    """u from dense float64 M and S built row by row."""
+    moment = np.zeros(window.length)
+    second = np.zeros(window.length)
+    support = np.zeros(window.length, bool)
+    for age in range(min(t, window.m)):
+        r = (window.cursor - 1 - age) % window.m
+        row = window.row(r)
+        dense = compress.scatter_add(
+            compress.SparseBlocks(
+                row_values_f64(window, r), row.indices, row.length, row.block_size, row.k_full
+            ),
+            np.zeros(window.length),
+        )
+        moment += BETA1**age * dense
+        second += BETA2**age * dense**2
+        support[compress.scatter_add(row, np.zeros(window.length)) != 0] = True
+    c1 = (1 - BETA1) / (1 - BETA1**t)
+    c2 = (1 - BETA2) / (1 - BETA2**t)
+    return np.where(support, c1 * moment / (np.sqrt(c2 * second) + EPS), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("t", "cursor", "values_dtype"),
+    [(10, 0, "float32"), (3, 3, "float32"), (25, 7, "bfloat16"), (12, 2, "float64")],
+)
+def test_window_adam_matches_the_dense_reference(t, cursor, values_dtype):
+    rng = np.random.default_rng(t)
+    # Small blocks with 25% density make indices repeat across rows.
+    window = random_window(
+        1000, m=10, block_size=64, density=0.25, rng=rng, values_dtype=values_dtype
+    )
+    window.cursor = cursor
+    expected = dense_reference(window, t)
+    out = np.zeros(1000, np.float32)
+    compress.window_adam(window, t, beta1=BETA1, beta2=BETA2, eps=EPS, out=out)
+    np.testing.assert_allclose(out, expected, rtol=2e-5, atol=1e-6)
+    untouched = np.full(1000, 7.0)
+    compress.window_adam(window, t, beta1=BETA1, beta2=BETA2, eps=EPS, out=untouched)
+    on_support = expected != 0
+    assert np.all(untouched[~on_support] == 7.0)
+
+
+def test_partially_filled_window_ignores_unwritten_rows():
+    rng = np.random.default_rng(5)
+    window = random_window(500, m=6, block_size=100, density=0.1, rng=rng)
+    window.cursor = 2  # rows 0 and 1 written; rows 2..5 hold stale data that must be ignored
+    expected = dense_reference(window, 2)
+    out = np.zeros(500, np.float32)
+    compress.window_adam(window, 2, beta1=BETA1, beta2=BETA2, eps=EPS, out=out)
+    np.testing.assert_allclose(out, expected, rtol=2e-5, atol=1e-6)
+    stale = compress.scatter_add(window.row(4), np.zeros(500)) != 0
+    fresh = (compress.scatter_add(window.row(0), np.zeros(500)) != 0) | (
+        compress.scatter_add(window.row(1), np.zeros(500)) != 0
+    )
+    assert not out[stale & ~fresh].any()
+
+
+@pytest.mark.parametrize("param_dtype", [np.float32, np.float64, np.float16])
+def test_apply_updates_each_support_coordinate_once(param_dtype):
+    rng = np.random.default_rng(6)
+    window = random_window(700, m=4, block_size=50, density=0.3, rng=rng)
+    window.cursor = 1
+    u = compress.window_adam(window, 9, beta1=BETA1, beta2=BETA2, eps=EPS, out=np.zeros(700))
+    param = rng.standard_normal(700).astype(param_dtype)
+    before = param.copy()
+    compress.window_adam_apply(window, 9, beta1=BETA1, beta2=BETA2, eps=EPS, lr=0.01, param=param)
+    expected = (before.astype(np.float64) - 0.01 * u).astype(param_dtype)
+    tolerance = 1e-3 if param_dtype == np.float16 else 1e-6
+    np.testing.assert_allclose(param, expected, rtol=tolerance, atol=tolerance)
+    assert np.all(param[u == 0] == before[u == 0])
+
+
+def test_apply_on_bf16_bits_equals_float32_update_rounded():
+    rng = np.random.default_rng(7)
+    window = random_window(900, m=5, block_size=128, density=0.2, rng=rng, values_dtype="bfloat16")
+    u = compress.window_adam(
+        window, 5, beta1=BETA1, beta2=BETA2, eps=EPS, out=np.zeros(900, np.float32)
+    )
+    start = rng.standard_normal(900).astype(np.float32)
+    bits = (start.view(np.uint32) >> 16).astype(np.uint16)  # truncated: exact bf16 values
+    param_f32 = (bits.astype(np.uint32) << 16).view(np.float32)
+    updated = param_f32 - np.float32(0.05) * u
+    # Round to nearest even on the upper 16 bits (no NaN here).
+    word = updated.view(np.uint32).astype(np.uint64)
+    expected = ((word + 0x7FFF + ((word >> 16) & 1)) >> 16).astype(np.uint16)
+    compress.window_adam_apply(window, 5, beta1=BETA1, beta2=BETA2, eps=EPS, lr=0.05, param=bits)
+    np.testing.assert_array_equal(bits, expected)
