@@ -1,12 +1,15 @@
 """CPU (Numba) kernels of block top-k and its sparse helpers (ALGORITHMS.md §2.1).
 
-Selection per block is a radix select on magnitude bits (|x| as an unsigned integer orders like
-|x| for non-NaN floats): a 2048-bin histogram of the top 11 bits locates the bin holding the
-k-th largest magnitude, the elements of that bin become candidates, and further 11-bit levels
-narrow them down to the exact threshold T. A final pass in index order takes every element above
-T and the lowest-indexed elements equal to T until exactly k are taken. Cost: 2 passes over the
-block plus passes over the (usually few) candidates; no sort. Output per block is in index order.
+Selection per block works on magnitude bits (|x| as an unsigned integer orders like |x| for
+non-NaN floats). A strided sample (every SAMPLE_STRIDE-th key) gives a floor that, with a
+4-sigma margin, leaves about 2-4·k keys above it; one vectorized pass collects those candidates
+in index order (all keys when the sample misjudged, so the result is always exact); a radix
+select (2048-bin histograms of 11-bit digits) on the candidates finds the exact threshold T; the
+candidates above T and the lowest-indexed ones equal to T make exactly k. Cost: one pass over the
+block plus O(k) work; no sort. Output per block is in index order, ties to the lowest index.
 """
+
+import math
 
 import numba
 import numpy as np
@@ -22,6 +25,9 @@ from ._scalar import (
     f32_to_bf16_bits,
     f32_to_f16_bits,
 )
+
+SAMPLE_STRIDE = 16  # threshold sample: every 16th key of a block
+CHUNK = 8  # keys per vectorized candidate test
 
 
 @njit(cache=True)
@@ -90,17 +96,75 @@ def select_threshold(bits, abs_mask, key_bits, k, hist, cand):
 
 
 @njit(cache=True)
-def selected_indices(bits, abs_mask, threshold, take_equal, idx):
-    """Indices (ascending) of keys above threshold plus the first take_equal keys equal to it."""
+def sample_floor(keys, abs_mask, key_bits, k, hist):
+    """A key t0 below which (very likely) fewer than all but at least k keys lie above: the lower
+    edge of the top-level radix bin holding rank r of a stride-SAMPLE_STRIDE sample, r set
+    4 standard deviations above the sample's expected count above the k-th key. 0 if unsure."""
+    n_sample = keys.size // SAMPLE_STRIDE
+    expected = k * n_sample / keys.size
+    rank = int(expected + 4.0 * math.sqrt(expected) + 2.0)
+    if rank >= n_sample:
+        return keys.dtype.type(0)
+    shift = np.uint64(key_bits - RADIX_BITS)
+    mask = np.uint64(RADIX_BINS - 1)
+    hist[:] = 0
+    for i in range(n_sample):
+        hist[(np.uint64(keys[i * SAMPLE_STRIDE] & abs_mask) >> shift) & mask] += 1
+    chosen = find_bin(hist, rank)[0]
+    return keys.dtype.type(np.uint64(chosen) << shift)
+
+
+@njit(cache=True)
+def gather_candidates(keys, abs_mask, floor, cand_keys, cand_idx):
+    """Keys >= floor (masked) and their positions, ascending; returns their count.
+
+    Chunks of CHUNK keys are tested with a vectorized max first; only chunks holding a
+    candidate take the (branch-free) compaction loop.
+    """
+    n = keys.size
+    m = 0
+    whole = n - n % CHUNK
+    for c in range(0, whole, CHUNK):
+        chunk = keys[c : c + CHUNK]
+        top = chunk[0] & abs_mask
+        for lane in range(1, CHUNK):
+            top = max(top, chunk[lane] & abs_mask)
+        if top >= floor:
+            for lane in range(CHUNK):
+                key = chunk[lane] & abs_mask
+                cand_keys[m] = key
+                cand_idx[m] = c + lane
+                m += key >= floor
+    for i in range(whole, n):
+        key = keys[i] & abs_mask
+        if key >= floor:
+            cand_keys[m] = key
+            cand_idx[m] = i
+            m += 1
+    return m
+
+
+@njit(cache=True)
+def select_top_k(keys, abs_mask, key_bits, k, idx, cand_keys, cand_idx, narrow, hist):
+    """idx[:k] = positions (ascending) of the k largest keys & abs_mask; ties -> lowest index.
+
+    A sampled floor keeps ~2-4·k candidates in one vectorized pass (all keys if the sample
+    misjudged), the exact radix select runs on the candidates only, and a last pass over the
+    candidates in index order takes every key above the threshold and the first equal ones.
+    Scratch: cand_keys/narrow (keys' dtype) and cand_idx (int) of keys.size, hist RADIX_BINS.
+    """
+    floor = sample_floor(keys, abs_mask, key_bits, k, hist)
+    m = gather_candidates(keys, abs_mask, floor, cand_keys, cand_idx)
+    if m < k:
+        m = gather_candidates(keys, abs_mask, keys.dtype.type(0), cand_keys, cand_idx)
+    threshold, take_equal = select_threshold(cand_keys[:m], abs_mask, key_bits, k, hist, narrow)
     pos = 0
-    for i in range(bits.size):
-        key = bits[i] & abs_mask
-        if key > threshold:
-            idx[pos] = i
-            pos += 1
-        elif key == threshold and take_equal > 0:
-            take_equal -= 1
-            idx[pos] = i
+    for i in range(m):
+        key = cand_keys[i]
+        if key > threshold or (key == threshold and take_equal > 0):
+            if key == threshold:
+                take_equal -= 1
+            idx[pos] = cand_idx[i]
             pos += 1
 
 
@@ -128,14 +192,15 @@ def topk_blocks_kernel(
     n_blocks = (n + block_size - 1) // block_size
     for w in numba.prange(n_workers):
         hist = np.empty(RADIX_BINS, np.int64)
-        cand = np.empty(block_size, x_bits.dtype)
+        cand_keys = np.empty(block_size, x_bits.dtype)
+        narrow = np.empty(block_size, x_bits.dtype)
+        cand_idx = np.empty(block_size, np.int64)
         idx = np.empty(block_size, np.int64)
         for b in range(w, n_blocks, n_workers):
             start = b * block_size
             block = x_bits[start : min(start + block_size, n)]
             k = block_k(b, n_blocks, k_full, k_tail)
-            threshold, take_equal = select_threshold(block, abs_mask, key_bits, k, hist, cand)
-            selected_indices(block, abs_mask, threshold, take_equal, idx)
+            select_top_k(block, abs_mask, key_bits, k, idx, cand_keys, cand_idx, narrow, hist)
             first = b * k_full
             for p in range(k):
                 indices[first + p] = idx[p]

@@ -1,8 +1,9 @@
 """CPU (Numba) kernels of the sliding-window Adam statistics (ALGORITHMS.md §2.4).
 
-Per block, a block-local float32 scratch (M, S) is touched only at the window's indices: zero the
-selected slots, accumulate β^age-weighted values and squares row by row (oldest row first), then
-read u back at the same slots. Cost O(m·k) flops and bytes, independent of the dense length.
+Per block, a block-local scratch (M, S; float64 for float64 window values, else float32) is
+touched only at the window's indices: zero the selected slots, accumulate β^age-weighted values
+and squares row by row (oldest row first), then read u back at the same slots. Cost O(m·k) flops
+and bytes, independent of the dense length.
 """
 
 import math
@@ -29,15 +30,16 @@ def accumulate_block_moments(
         r = rows[a]
         for p in range(first, first + k):
             j = indices[r, p]
-            v = np.float32(load_value(values[r], p, values_kind))
+            v = m_scratch.dtype.type(load_value(values[r], p, values_kind))
             m_scratch[j] += w1[a] * v
             s_scratch[j] += w2[a] * v * v
 
 
 @njit(cache=True)
-def adam_direction(m, s, c1, c2, eps):
-    """u = c1·M / (sqrt(c2·S) + eps), float32."""
-    return c1 * m / (np.float32(math.sqrt(c2 * s)) + eps)
+def adam_direction(m_scratch, s_scratch, j, c1, c2, eps):
+    """u = c1·M[j] / (sqrt(c2·S[j]) + eps) in the scratch's float type."""
+    root = m_scratch.dtype.type(math.sqrt(c2 * s_scratch[j]))
+    return c1 * m_scratch[j] / (root + eps)
 
 
 @njit(parallel=True, cache=True)
@@ -61,8 +63,8 @@ def window_adam_kernel(
     n = out.size
     n_blocks = (n + block_size - 1) // block_size
     for w in numba.prange(n_workers):
-        m_scratch = np.empty(block_size, np.float32)
-        s_scratch = np.empty(block_size, np.float32)
+        m_scratch = np.empty(block_size, w1.dtype)
+        s_scratch = np.empty(block_size, w1.dtype)
         for b in range(w, n_blocks, n_workers):
             first = b * k_full
             k = block_k(b, n_blocks, k_full, k_tail)
@@ -73,7 +75,7 @@ def window_adam_kernel(
             for a in range(rows.size):
                 for p in range(first, first + k):
                     j = indices[rows[a], p]
-                    out[base + j] = adam_direction(m_scratch[j], s_scratch[j], c1, c2, eps)
+                    out[base + j] = adam_direction(m_scratch, s_scratch, j, c1, c2, eps)
 
 
 @njit(parallel=True, cache=True)
@@ -97,14 +99,15 @@ def window_adam_apply_kernel(
 ):
     """param[j] -= lr·u[j] once per coordinate of the window's support (S = -1 marks done).
 
+    Scratch, weights, c1, c2, eps have w1's float type (float64 for float64 window values).
     Native float32/float64 params update in their dtype; bf16/f16 bits in float32, then round.
     """
     n = param.size
     n_blocks = (n + block_size - 1) // block_size
     lr32 = np.float32(lr)
     for w in numba.prange(n_workers):
-        m_scratch = np.empty(block_size, np.float32)
-        s_scratch = np.empty(block_size, np.float32)
+        m_scratch = np.empty(block_size, w1.dtype)
+        s_scratch = np.empty(block_size, w1.dtype)
         for b in range(w, n_blocks, n_workers):
             first = b * k_full
             k = block_k(b, n_blocks, k_full, k_tail)
@@ -117,7 +120,7 @@ def window_adam_apply_kernel(
                     j = indices[rows[a], p]
                     if s_scratch[j] < 0:
                         continue
-                    u = adam_direction(m_scratch[j], s_scratch[j], c1, c2, eps)
+                    u = adam_direction(m_scratch, s_scratch, j, c1, c2, eps)
                     s_scratch[j] = -1.0
                     if param_kind == NATIVE:
                         param[base + j] = param[base + j] - lr * u

@@ -68,17 +68,8 @@ def decode(codes, e, lo_arr, hi_arr, b, bits, bf16_bounds):
 
 
 @cuda.jit(device=True)
-def load_source(src, i, src_bits):
-    """src[i] as float32; src_bits: src holds float32 bit patterns (uint32)."""
-    if src_bits:
-        return np.uint32(src[i]).view(np.float32)
-    return np.float32(src[i])
-
-
-@cuda.jit(device=True)
 def quantize_bucket(
     src,
-    src_bits,
     src_first,
     first,
     n,
@@ -92,10 +83,10 @@ def quantize_bucket(
     seed,
 ):
     """Quantize src[src_first : src_first + n] (elements first.. of the vector) by one thread."""
-    lo = load_source(src, src_first, src_bits)
+    lo = np.float32(src[src_first])
     hi = lo
     for j in range(1, n):
-        v = load_source(src, src_first + j, src_bits)
+        v = np.float32(src[src_first + j])
         lo = min(lo, v)
         hi = max(hi, v)
     if bf16_bounds:
@@ -113,7 +104,7 @@ def quantize_bucket(
     for j in range(n):
         e = first + j
         offset = hash_uniform(seed, e) if stochastic else np.float32(0.5)
-        c = quant_code(load_source(src, src_first + j, src_bits), lo, inv_step, offset, max_code)
+        c = quant_code(np.float32(src[src_first + j]), lo, inv_step, offset, max_code)
         if bits == 8:
             codes[e] = c
         elif e & 1 == 0:
@@ -130,9 +121,7 @@ def quantize_kernel(x, codes, lo, hi, bits, bucket, bf16_bounds, stochastic, see
     for b in range(c * per_chunk, min((c + 1) * per_chunk, lo.size)):
         start = b * bucket
         n = min(bucket, x.size - start)
-        quantize_bucket(
-            x, False, start, start, n, codes, lo, hi, b, bits, bf16_bounds, stochastic, seed
-        )
+        quantize_bucket(x, start, start, n, codes, lo, hi, b, bits, bf16_bounds, stochastic, seed)
 
 
 @cuda.jit
@@ -298,15 +287,16 @@ def block_moments(values, values_kind, indices, rows, w1, w2, first, k, m_row, s
         a = e // k
         r = rows[a]
         j = indices[r, first + e % k]
-        v = np.float32(load_value(values[r], first + e % k, values_kind))
+        v = m_row.dtype.type(load_value(values[r], first + e % k, values_kind))
         cuda.atomic.add(m_row, j, w1[a] * v)
         cuda.atomic.add(s_row, j, w2[a] * v * v)
     cuda.syncthreads()
 
 
 @cuda.jit(device=True)
-def adam_direction(m, s, c1, c2, eps):
-    return c1 * m / (np.float32(math.sqrt(c2 * s)) + eps)
+def adam_direction(m_row, s_row, j, c1, c2, eps):
+    root = m_row.dtype.type(math.sqrt(c2 * s_row[j]))
+    return c1 * m_row[j] / (root + eps)
 
 
 @cuda.jit
@@ -348,7 +338,7 @@ def window_adam_kernel(
         )
         for e in range(cuda.threadIdx.x, rows.size * k, cuda.blockDim.x):
             j = indices[rows[e // k], first + e % k]
-            out[b * block_size + j] = adam_direction(m_scratch[w, j], s_scratch[w, j], c1, c2, eps)
+            out[b * block_size + j] = adam_direction(m_scratch[w], s_scratch[w], j, c1, c2, eps)
         cuda.syncthreads()
 
 
@@ -396,7 +386,7 @@ def window_adam_apply_kernel(
         for e in range(cuda.threadIdx.x, rows.size * k, cuda.blockDim.x):
             j = indices[rows[e // k], first + e % k]
             if cuda.atomic.cas(flags[w], j, 0, 1) == 0:
-                u = adam_direction(m_scratch[w, j], s_scratch[w, j], c1, c2, eps)
+                u = adam_direction(m_scratch[w], s_scratch[w], j, c1, c2, eps)
                 i = b * block_size + j
                 if param_kind == 0:
                     param[i] = param[i] - lr * u
@@ -411,6 +401,8 @@ def ef_topk_requantize_kernel(
     grad,
     grad_kind,
     scale,
+    abs_mask,
+    key_bits,
     codes,
     lo,
     hi,
@@ -423,11 +415,12 @@ def ef_topk_requantize_kernel(
     row_values,
     values_kind,
     row_indices,
-    scratch_bits,
+    work,
+    work_bits,
 ):
-    """Per data block: a = scale·grad + decode(error) in the block's scratch row (float32 bits,
-    so that the radix select reads keys directly), radix select, ordered gather into the window
-    row, zero the selection, requantize (a thread per bucket)."""
+    """Per data block: a = scale·grad + decode(error) in the block's scratch row `work` (scale's
+    float type; `work_bits` is the same memory as unsigned keys, read by the radix select),
+    ordered gather into the window row, zero the selection, requantize (a thread per bucket)."""
     hist = cuda.shared.array(RADIX_BINS, int32)
     state = cuda.shared.array(2, int64)
     scan_gt = cuda.shared.array(THREADS, int32)
@@ -443,20 +436,19 @@ def ef_topk_requantize_kernel(
         length = min(block_size, n - start)
         for j in range(tid, length, nt):
             e = start + j
-            a = scale * np.float32(load_value(grad, e, grad_kind))
-            a = a + decode(codes, e, lo, hi, e // bucket, bits, bounds_bf16)
-            scratch_bits[base + j] = np.float32(a).view(np.uint32)
+            a = scale * work.dtype.type(load_value(grad, e, grad_kind))
+            work[base + j] = a + decode(codes, e, lo, hi, e // bucket, bits, bounds_bf16)
         cuda.syncthreads()
         k = block_k(b, n_blocks, k_full, k_tail)
         threshold, take_equal = block_threshold(
-            scratch_bits, base, length, np.uint32(0x7FFFFFFF), 31, k, hist, state
+            work_bits, base, length, abs_mask, key_bits, k, hist, state
         )
         first = b * k_full
         block_ordered_indices(
-            scratch_bits,
+            work_bits,
             base,
             length,
-            np.uint32(0x7FFFFFFF),
+            abs_mask,
             np.uint64(threshold),
             take_equal,
             row_indices,
@@ -467,14 +459,12 @@ def ef_topk_requantize_kernel(
         cuda.syncthreads()
         for p in range(tid, k, nt):
             j = row_indices[first + p]
-            a = np.uint32(scratch_bits[base + j]).view(np.float32)
-            store_value(row_values, first + p, a, values_kind)
-            scratch_bits[base + j] = 0
+            store_value(row_values, first + p, work[base + j], values_kind)
+            work[base + j] = 0
         cuda.syncthreads()
         for q in range(tid * bucket, length, nt * bucket):
             quantize_bucket(
-                scratch_bits,
-                True,
+                work,
                 base + q,
                 start + q,
                 min(bucket, length - q),

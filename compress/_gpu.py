@@ -1,12 +1,15 @@
 """GPU kernel set: launchers with the CPU kernels' names and signatures (imported lazily).
 
 Arrays are CuPy arrays on a real GPU (or numpy arrays under the CUDA simulator, which tests use
-to compare every kernel with its CPU twin); scratch is allocated in the arrays' namespace.
+to compare every kernel with its CPU twin); scratch is allocated in the arrays' namespace,
+except the fused step's scratch, a numba device array read through two views (float and key
+bits) that must share memory on a GPU and under the simulator alike.
 """
 
 from types import SimpleNamespace
 
 import numpy as np
+from numba import cuda
 
 from . import _cuda_kernels as K
 from ._backend import namespace
@@ -61,10 +64,11 @@ def zero_selected(x, indices, block_size, k_full, k_tail):
     K.zero_selected_kernel[blocks, threads](x, indices, block_size, k_full, k_tail)
 
 
-def _window_scratch(like, n_workers, block_size):
+def _window_scratch(like, n_workers, block_size, dtype):
+    """Per-thread-block (M, S, flags) rows; M and S in the statistics' float type."""
     xp = namespace(like)
     shape = (n_workers, block_size)
-    return xp.empty(shape, np.float32), xp.empty(shape, np.float32), xp.empty(shape, np.int32)
+    return xp.empty(shape, dtype), xp.empty(shape, dtype), xp.empty(shape, np.int32)
 
 
 def window_adam(
@@ -83,7 +87,7 @@ def window_adam(
     out,
     n_workers,
 ):
-    scratch = _window_scratch(out, n_workers, block_size)
+    scratch = _window_scratch(out, n_workers, block_size, w1.dtype)
     K.window_adam_kernel[n_workers, per_block_grid(n_workers)[1]](
         values,
         values_kind,
@@ -120,7 +124,7 @@ def window_adam_apply(
     param_kind,
     n_workers,
 ):
-    scratch = _window_scratch(param, n_workers, block_size)
+    scratch = _window_scratch(param, n_workers, block_size, w1.dtype)
     K.window_adam_apply_kernel[n_workers, per_block_grid(n_workers)[1]](
         values,
         values_kind,
@@ -145,6 +149,8 @@ def ef_topk_requantize(
     grad,
     grad_kind,
     scale,
+    abs_mask,
+    key_bits,
     codes,
     lo,
     hi,
@@ -159,11 +165,13 @@ def ef_topk_requantize(
     row_indices,
     n_workers,
 ):
-    scratch_bits = namespace(grad).empty(n_workers * block_size, np.uint32)
+    work = cuda.device_array(n_workers * block_size, np.asarray(scale).dtype)
     K.ef_topk_requantize_kernel[n_workers, per_block_grid(n_workers)[1]](
         grad,
         grad_kind,
         scale,
+        abs_mask,
+        key_bits,
         codes,
         lo,
         hi,
@@ -176,7 +184,8 @@ def ef_topk_requantize(
         row_values,
         values_kind,
         row_indices,
-        scratch_bits,
+        work,
+        work.view(np.asarray(abs_mask).dtype),
     )
 
 

@@ -97,16 +97,14 @@ def hash_uniform_py(seed, index):
 
 
 def quant_code_py(x, lo, inv_step, offset, max_code):
-    """code = floor((x - lo) / step + offset) clamped to [0, max_code].
+    """code = floor((x - lo) / step + offset) clamped to [0, max_code], branch-free.
 
-    offset = 0.5 is round_half_up; a uniform offset in [0, 1) is stochastic rounding.
+    offset = 0.5 is round_half_up; a uniform offset in [0, 1) is stochastic rounding. Clamping
+    first makes truncation a floor (v >= 0).
     """
     v = (np.float32(x) - lo) * inv_step + offset
-    if v < np.float32(1.0):
-        return np.int64(0)
-    if v >= np.float32(max_code):
-        return np.int64(max_code)
-    return np.int64(v)  # truncation is floor here: 1 <= v < max_code
+    v = min(max(v, np.float32(0.0)), np.float32(max_code))
+    return np.int64(v)
 
 
 def bucket_steps_py(lo, hi, levels):

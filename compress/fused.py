@@ -7,7 +7,7 @@ import numpy as np
 from . import _validate
 from ._backend import kernels
 from .quantization import Quantized
-from .topk import block_counts
+from .topk import block_counts, key_format
 from .window import SparseWindow
 
 
@@ -24,6 +24,8 @@ def ef_topk_requantize(
     (window's value dtype, block-relative int16 indices, ascending); a[selected] = 0;
     error = quantize(a) (this quantization's own error is dropped). scale = -1 maximizes.
 
+    a is float64 for float64 grad (the window then keeps float64-exact values when its dtype is
+    float64), float32 otherwise; the error store is coded from a rounded to float32.
     Equals the unfused composition dequantize(add) → topk_blocks → zero_selected → quantize bit
     for bit, but reads grad once and the error codes once (block scratch stays in cache).
     Does not advance the cursor. grad: float32, float64, float16 or uint16 (bf16 bits).
@@ -53,11 +55,16 @@ def ef_topk_requantize(
         _validate.finite(grad, "grad")
     row = int(window.cursor)
     grad_view, grad_kind = _validate.storage(grad)
+    # float64 grad keeps a in float64 (radix keys on uint64 bits); every other grad in float32.
+    work_dtype = np.float64 if grad.dtype == np.float64 else np.float32
+    _, abs_mask, key_bits = key_format(work_dtype)
     backend = kernels(grad)
     backend.ef_topk_requantize(
         grad_view,
         grad_kind,
-        np.float32(scale),
+        work_dtype(scale),
+        abs_mask,
+        key_bits,
         error.codes,
         error.lo,
         error.hi,

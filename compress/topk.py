@@ -97,11 +97,17 @@ class SparseBlocks:
             )
 
 
+def key_format(dtype):
+    """(unsigned key dtype, magnitude mask, magnitude width in bits) of float32 or float64."""
+    if np.dtype(dtype) == np.float32:
+        return np.uint32, np.uint32(0x7FFFFFFF), 31
+    return np.uint64, np.uint64(0x7FFFFFFFFFFFFFFF), 63
+
+
 def _key_view(x):
     """x's bits as unsigned ints, the sign mask and the magnitude width in bits."""
-    if x.dtype == np.float32:
-        return x.view(np.uint32), np.uint32(0x7FFFFFFF), 31
-    return x.view(np.uint64), np.uint64(0x7FFFFFFFFFFFFFFF), 63
+    key_dtype, abs_mask, key_bits = key_format(x.dtype)
+    return x.view(key_dtype), abs_mask, key_bits
 
 
 def topk_blocks(

@@ -83,7 +83,8 @@ class SparseWindow:
 
 
 def _statistics_args(window: SparseWindow, t: int, beta1: float, beta2: float, eps: float):
-    """Rows by age (newest first), β^age weights and bias corrections, all float32."""
+    """Rows by age (newest first), β^age weights, bias corrections and eps, in the statistics'
+    float type: float64 for float64 window values, float32 otherwise."""
     window.check()
     if t < 1:
         raise ValueError(f"t must be >= 1 (rows ever written), got {t}")
@@ -93,11 +94,12 @@ def _statistics_args(window: SparseWindow, t: int, beta1: float, beta2: float, e
     xp = namespace(window.values)
     ages = np.arange(min(int(t), window.m))
     rows = xp.asarray((int(window.cursor) - 1 - ages) % window.m)
-    w1 = xp.asarray(np.float32(beta1) ** ages.astype(np.float32))
-    w2 = xp.asarray(np.float32(beta2) ** ages.astype(np.float32))
-    c1 = np.float32((1.0 - beta1) / (1.0 - beta1**t))
-    c2 = np.float32((1.0 - beta2) / (1.0 - beta2**t))
-    return rows, w1, w2, c1, c2, np.float32(eps)
+    real = np.float64 if window.values.dtype == np.float64 else np.float32
+    w1 = xp.asarray(real(beta1) ** ages.astype(real))
+    w2 = xp.asarray(real(beta2) ** ages.astype(real))
+    c1 = real((1.0 - beta1) / (1.0 - beta1**t))
+    c2 = real((1.0 - beta2) / (1.0 - beta2**t))
+    return rows, w1, w2, c1, c2, real(eps)
 
 
 def window_adam(window: SparseWindow, t: int, *, beta1: float, beta2: float, eps: float, out):
@@ -106,9 +108,10 @@ def window_adam(window: SparseWindow, t: int, *, beta1: float, beta2: float, eps
     M, S = β1^age- and β2^age-weighted sums of the values and their squares over the valid rows
     (min(t, m); newest row = cursor - 1), c1 = (1-β1)/(1-β1^t), c2 = (1-β2)/(1-β2^t). Entries
     of `out` off the support are left untouched (pass a zeroed buffer for the dense u).
-    Accumulation in float32 per block in a block-local scratch; cost O(m·k), not O(d).
+    Accumulation per block in a block-local scratch, in float64 when the window values are
+    float64 (M, S, c1, c2, eps and u too), else float32; cost O(m·k), not O(d).
     """
-    rows, w1, w2, c1, c2, eps32 = _statistics_args(window, t, beta1, beta2, eps)
+    rows, w1, w2, c1, c2, eps_typed = _statistics_args(window, t, beta1, beta2, eps)
     _validate.vector(out, "out", (np.float32, np.float64))
     if out.size != window.length:
         raise ValueError(f"out must have length {window.length}, got {out.size}")
@@ -125,7 +128,7 @@ def window_adam(window: SparseWindow, t: int, *, beta1: float, beta2: float, eps
         window.row(0).k_tail,
         c1,
         c2,
-        eps32,
+        eps_typed,
         out,
         backend.n_workers(window.row(0).n_blocks),
     )
@@ -138,13 +141,14 @@ def window_adam_apply(
     """param -= lr·u on the window's support only (u as in `window_adam`), once per coordinate.
 
     param: float32, float64, float16, or uint16 bf16 bits (updated in float32, then rounded to
-    nearest even). Cost O(m·k): the block-local scratch is touched only at selected indices.
+    nearest even). float64 window values give float64 statistics and a float64 lr.
+    Cost O(m·k): the block-local scratch is touched only at selected indices.
     """
-    rows, w1, w2, c1, c2, eps32 = _statistics_args(window, t, beta1, beta2, eps)
+    rows, w1, w2, c1, c2, eps_typed = _statistics_args(window, t, beta1, beta2, eps)
     _validate.vector(param, "param", (np.float32, np.float64, np.float16, np.uint16))
     if param.size != window.length:
         raise ValueError(f"param must have length {window.length}, got {param.size}")
-    lr_typed = np.float64(lr) if param.dtype == np.float64 else np.float32(lr)
+    lr_typed = np.float64(lr) if np.float64 in (param.dtype, w1.dtype) else np.float32(lr)
     param_view, param_kind = _validate.storage(param)
     backend = kernels(param)
     backend.window_adam_apply(
@@ -159,7 +163,7 @@ def window_adam_apply(
         window.row(0).k_tail,
         c1,
         c2,
-        eps32,
+        eps_typed,
         lr_typed,
         param_view,
         param_kind,

@@ -42,16 +42,26 @@ def test_quantized_store_error_is_bounded_by_the_step():
     assert feedback.nbytes == 2048 + 64 * 2 * 2
 
 
-def unfused_step(grad_f32, error, density, block_size, scale):
-    """The composition the fused kernel must equal, built from the public pieces."""
-    a = np.float32(scale) * grad_f32
+def unfused_step(grad_ref, error, density, block_size, scale, values_dtype):
+    """The composition the fused kernel must equal, built from the public pieces, in grad_ref's
+    float type (float64 stays float64 up to the error store, which codes a rounded to float32)."""
+    a = grad_ref.dtype.type(scale) * grad_ref
     compress.dequantize(error, out=a, add=True)
     sparse = compress.topk_blocks(a, density=density, block_size=block_size, check_finite=False)
+    sent = compress.SparseBlocks.empty(
+        a.size, density=density, block_size=block_size, values_dtype=values_dtype
+    )
+    sent.indices[...] = sparse.indices
+    compress.gather(a, sent)
     compress.zero_selected(a, sparse)
     requantized = compress.quantize(
-        a, bits=error.bits, bucket=error.bucket, bounds_dtype=error.bounds_dtype, check_finite=False
+        a.astype(np.float32),
+        bits=error.bits,
+        bucket=error.bucket,
+        bounds_dtype=error.bounds_dtype,
+        check_finite=False,
     )
-    return sparse, requantized
+    return sent, requantized
 
 
 @pytest.mark.parametrize(
@@ -62,6 +72,7 @@ def unfused_step(grad_f32, error, density, block_size, scale):
         ("bfloat16", 4, "float32", "bfloat16", 1.0),
         ("float16", 4, "bfloat16", "float32", 0.5),
         ("float64", 8, "bfloat16", "float64", 1.0),
+        ("float64", 4, "float32", "float64", -0.3),
     ],
 )
 def test_fused_step_equals_the_unfused_composition(
@@ -69,17 +80,17 @@ def test_fused_step_equals_the_unfused_composition(
 ):
     rng = np.random.default_rng(2)
     n, block_size, density = 5000, 1024, 0.02
-    grad_f32 = rng.standard_normal(n).astype(np.float32)
+    grad_ref = rng.standard_normal(n).astype(np.float32)
     if grad_dtype == "bfloat16":
-        grad = (grad_f32.view(np.uint32) >> 16).astype(np.uint16)
-        grad_f32 = (grad.astype(np.uint32) << 16).view(np.float32)
+        grad = (grad_ref.view(np.uint32) >> 16).astype(np.uint16)
+        grad_ref = (grad.astype(np.uint32) << 16).view(np.float32)
     elif grad_dtype == "float16":
-        grad = grad_f32.astype(np.float16)
-        grad_f32 = grad.astype(np.float32)
+        grad = grad_ref.astype(np.float16)
+        grad_ref = grad.astype(np.float32)
     elif grad_dtype == "float64":
-        grad = grad_f32.astype(np.float64)
+        grad = grad_ref = rng.standard_normal(n)  # not representable in float32
     else:
-        grad = grad_f32
+        grad = grad_ref
     error = compress.quantize(
         0.3 * rng.standard_normal(n).astype(np.float32), bits=bits, bounds_dtype=bounds_dtype
     )
@@ -87,20 +98,31 @@ def test_fused_step_equals_the_unfused_composition(
         n, m=3, density=density, block_size=block_size, values_dtype=values_dtype
     )
     window.cursor = 2
-    sparse, requantized = unfused_step(grad_f32, error, density, block_size, scale)
+    sent, requantized = unfused_step(grad_ref, error, density, block_size, scale, values_dtype)
 
     compress.ef_topk_requantize(grad, error, window, density=density, scale=scale)
-    np.testing.assert_array_equal(window.indices[2], sparse.indices)
-    expected_values = compress.SparseBlocks.empty(
-        n, density=density, block_size=block_size, values_dtype=values_dtype
-    )
-    expected_values.indices[...] = sparse.indices
-    compress.gather(compress.scatter_add(sparse, np.zeros(n, np.float32)), expected_values)
-    np.testing.assert_array_equal(window.values[2], expected_values.values)
+    np.testing.assert_array_equal(window.indices[2], sent.indices)
+    np.testing.assert_array_equal(window.values[2], sent.values)
     np.testing.assert_array_equal(error.codes, requantized.codes)
     np.testing.assert_array_equal(error.lo, requantized.lo)
     np.testing.assert_array_equal(error.hi, requantized.hi)
     assert window.cursor == 2 and not window.indices[:2].any()
+
+
+def test_fused_step_keeps_float64_exact_at_full_density():
+    """density 1 sends all of a = scale·grad + decode(error), computed in float64."""
+    rng = np.random.default_rng(4)
+    n = 3 * 1024
+    grad = rng.standard_normal(n)
+    error = compress.quantize(rng.standard_normal(n).astype(np.float32), bits=4)
+    expected = -0.7 * grad + compress.dequantize(error).astype(np.float64)
+    window = compress.SparseWindow.empty(
+        n, m=1, density=1.0, block_size=1024, values_dtype="float64"
+    )
+    compress.ef_topk_requantize(grad, error, window, density=1.0, scale=-0.7)
+    np.testing.assert_array_equal(window.values[0], expected)
+    np.testing.assert_array_equal(window.indices[0], np.tile(np.arange(1024), 3))
+    assert not compress.dequantize(error).any()
 
 
 def test_fused_identity_sent_plus_error():

@@ -113,3 +113,25 @@ def test_apply_on_bf16_bits_equals_float32_update_rounded():
     expected = ((word + 0x7FFF + ((word >> 16) & 1)) >> 16).astype(np.uint16)
     compress.window_adam_apply(window, 5, beta1=BETA1, beta2=BETA2, eps=EPS, lr=0.05, param=bits)
     np.testing.assert_array_equal(bits, expected)
+
+
+def float64_window(length, *, m, block_size, density, rng):
+    """A float64 window whose values are not float32-representable (indices from top-k)."""
+    window = random_window(
+        length, m=m, block_size=block_size, density=density, rng=rng, values_dtype="float64"
+    )
+    window.values[...] = rng.standard_normal(window.values.shape)
+    return window
+
+
+def test_float64_window_statistics_are_float64():
+    rng = np.random.default_rng(8)
+    window = float64_window(1000, m=6, block_size=64, density=0.25, rng=rng)
+    window.cursor = 4
+    expected = dense_reference(window, 9)
+    out = compress.window_adam(window, 9, beta1=BETA1, beta2=BETA2, eps=EPS, out=np.zeros(1000))
+    np.testing.assert_allclose(out, expected, rtol=1e-13, atol=0)
+    param = rng.standard_normal(1000)
+    before = param.copy()
+    compress.window_adam_apply(window, 9, beta1=BETA1, beta2=BETA2, eps=EPS, lr=0.01, param=param)
+    np.testing.assert_allclose(param, before - 0.01 * expected, rtol=1e-14, atol=1e-16)

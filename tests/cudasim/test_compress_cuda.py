@@ -9,7 +9,7 @@ import pytest
 
 from compress import _gpu, _validate
 from compress._backend import _cpu_kernels
-from compress.topk import _key_view, block_counts
+from compress.topk import _key_view, block_counts, key_format
 
 CPU = _cpu_kernels()
 GPU = _gpu.kernel_set()
@@ -113,29 +113,26 @@ def window_arrays(rng, length, m, block_size, density):
     return counts, values, indices
 
 
-@pytest.mark.parametrize("param_kind", ["float32", "bfloat16", "float16"])
-def test_window_adam_and_apply(param_kind):
+@pytest.mark.parametrize(
+    ("param_kind", "real"),
+    [("float32", np.float32), ("bfloat16", np.float32), ("float16", np.float32)]
+    + [("float64", np.float64)],
+)
+def test_window_adam_and_apply(param_kind, real):
     rng = np.random.default_rng(RNG_SEED)
     length, m, block_size = 600, 3, 256
     counts, values, indices = window_arrays(rng, length, m, block_size, 0.1)
+    if real == np.float64:
+        values = rng.standard_normal(values.shape)
     rows = np.array([1, 0, 2])
-    w1 = np.float32(0.9) ** np.arange(3, dtype=np.float32)
-    w2 = np.float32(0.999) ** np.arange(3, dtype=np.float32)
-    stats = (
-        rows,
-        w1,
-        w2,
-        256,
-        counts.k_full,
-        counts.k_tail,
-        np.float32(0.5),
-        np.float32(0.02),
-        np.float32(1e-8),
-    )
-    (o1,), (o2,) = twins(np.zeros(length, np.float32))
+    w1 = real(0.9) ** np.arange(3, dtype=real)
+    w2 = real(0.999) ** np.arange(3, dtype=real)
+    stats = (rows, w1, w2, 256, counts.k_full, counts.k_tail, real(0.5), real(0.02), real(1e-8))
+    rtol = 1e-6 if real == np.float32 else 1e-14
+    (o1,), (o2,) = twins(np.zeros(length, real))
     CPU.window_adam(values, 0, indices, *stats, o1, 2)
     GPU.window_adam(values, 0, indices, *stats, o2, GPU.n_workers(counts.n_blocks))
-    np.testing.assert_allclose(o1, o2, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(o1, o2, rtol=rtol, atol=0)
 
     start = rng.standard_normal(length).astype(np.float32)
     if param_kind == "bfloat16":
@@ -143,29 +140,36 @@ def test_window_adam_and_apply(param_kind):
     elif param_kind == "float16":
         param = start.astype(np.float16)
     else:
-        param = start
+        param = start.astype(real)
     view, kind = _validate.storage(param)
     (p1,), (p2,) = twins(view)
-    CPU.window_adam_apply(values, 0, indices, *stats, np.float32(0.1), p1, kind, 2)
+    CPU.window_adam_apply(values, 0, indices, *stats, real(0.1), p1, kind, 2)
     GPU.window_adam_apply(
-        values, 0, indices, *stats, np.float32(0.1), p2, kind, GPU.n_workers(counts.n_blocks)
+        values, 0, indices, *stats, real(0.1), p2, kind, GPU.n_workers(counts.n_blocks)
     )
     if kind == 0:
-        np.testing.assert_allclose(p1, p2, rtol=1e-6)
+        np.testing.assert_allclose(p1, p2, rtol=rtol)
     else:
         # u may differ in its last float32 bit; after rounding to 16 bits at most one ulp apart.
         assert np.abs(p1.astype(np.int32) - p2.astype(np.int32)).max() <= 1
 
 
 @pytest.mark.parametrize(
-    ("grad_kind", "bits", "bf16_bounds"), [("float32", 4, True), ("bfloat16", 8, False)]
+    ("grad_kind", "bits", "bf16_bounds"),
+    [("float32", 4, True), ("bfloat16", 8, False), ("float64", 4, False)],
 )
 def test_ef_topk_requantize(grad_kind, bits, bf16_bounds):
     rng = np.random.default_rng(RNG_SEED)
     length, block_size, bucket = 600, 256, 64
-    g = rng.standard_normal(length).astype(np.float32)
-    grad = (g.view(np.uint32) >> 16).astype(np.uint16) if grad_kind == "bfloat16" else g
+    g = rng.standard_normal(length)
+    if grad_kind == "bfloat16":
+        grad = (g.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    else:
+        grad = g.astype(grad_kind)
     grad_view, gkind = _validate.storage(grad)
+    real = np.float64 if grad_kind == "float64" else np.float32
+    _, abs_mask, key_bits = key_format(real)
+    scale = (real(-1.0), abs_mask, key_bits)
     n_buckets = -(-length // bucket)
     codes = np.zeros(length if bits == 8 else length // 2, np.uint8)
     bounds = np.zeros(n_buckets, np.uint16 if bf16_bounds else np.float32)
@@ -173,21 +177,22 @@ def test_ef_topk_requantize(grad_kind, bits, bf16_bounds):
     e = (0.3 * rng.standard_normal(length)).astype(np.float32)
     CPU.quantize(e, codes, lo, hi, bits, bucket, bf16_bounds, False, np.uint64(0))
     counts = block_counts(length, density=0.05, block_size=block_size)
-    row_values = np.zeros(counts.total_k, np.uint16)
+    row_values = np.zeros(counts.total_k, np.float64 if real == np.float64 else np.uint16)
+    values_kind = _validate.storage(row_values)[1]
     row_indices = np.zeros(counts.total_k, np.int16)
     (c1, l1, h1, v1, i1), (c2, l2, h2, v2, i2) = twins(codes, lo, hi, row_values, row_indices)
     common = (bits, bucket, bf16_bounds, block_size, counts.k_full, counts.k_tail)
-    CPU.ef_topk_requantize(grad_view, gkind, np.float32(-1.0), c1, l1, h1, *common, v1, 1, i1, 2)
+    CPU.ef_topk_requantize(grad_view, gkind, *scale, c1, l1, h1, *common, v1, values_kind, i1, 2)
     GPU.ef_topk_requantize(
         grad_view,
         gkind,
-        np.float32(-1.0),
+        *scale,
         c2,
         l2,
         h2,
         *common,
         v2,
-        1,
+        values_kind,
         i2,
         GPU.n_workers(counts.n_blocks),
     )
