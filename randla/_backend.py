@@ -1,0 +1,167 @@
+"""The one place that decides numpy (CPU) versus CuPy (GPU) and bridges torch tensors.
+
+Algorithms in randla are written once against the small set of operations below. The numpy path
+keeps float32 in float32 LAPACK (scipy.linalg calls s* routines; numpy.linalg would compute in
+float64). CuPy is imported only when a CuPy array is seen; torch is never imported here: tensors
+are recognised by their module name and crossed through DLPack.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numba
+import numpy as np
+import scipy.linalg
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def is_cupy(x: Any) -> bool:
+    return type(x).__module__.startswith("cupy")
+
+
+def namespace(x: Any):
+    """numpy or cupy, following the array type."""
+    if is_cupy(x):
+        import cupy
+
+        return cupy
+    return np
+
+
+def to_core(x: Any, name: str) -> tuple[Any, Callable[[Any], Any]]:
+    """Return (numpy or CuPy view of `x`, function converting core results back to x's kind).
+
+    Torch tensors cross zero-copy through DLPack after ``.detach()`` (so requires_grad inputs
+    are accepted); CUDA tensors become CuPy arrays. Dtypes DLPack or randla cannot carry
+    (float16, bfloat16, integers) are refused here with the argument's name.
+    """
+    if is_torch(x):
+        torch_dtype = str(x.dtype).removeprefix("torch.")
+        if torch_dtype not in ("float32", "float64"):
+            raise TypeError(f"{name} must be float32 or float64, got torch.{torch_dtype}")
+        torch = sys.modules["torch"]
+        detached = x.detach()
+        if detached.device.type == "cuda":
+            import cupy
+
+            return cupy.from_dlpack(detached), torch.from_dlpack
+        return np.from_dlpack(detached), torch.from_dlpack
+    if is_cupy(x) or isinstance(x, np.ndarray):
+        return x, _identity
+    raise TypeError(
+        f"{name} must be a numpy array, CuPy array or torch tensor, got {type(x).__name__}"
+    )
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def to_host(x: Any) -> np.ndarray:
+    """A numpy copy/view of a (small) numpy or CuPy array."""
+    return x.get() if is_cupy(x) else np.asarray(x)
+
+
+def eps(dtype: Any) -> float:
+    return float(np.finfo(dtype).eps)
+
+
+def standard_normal(rng: Any, shape: tuple[int, ...], dtype: Any, xp) -> Any:
+    """Gaussian draws in `dtype` from a numpy or CuPy Generator, placed on xp's device."""
+    draws = rng.standard_normal(shape, dtype=dtype)
+    return xp.asarray(draws)
+
+
+@numba.njit(parallel=True, cache=True)
+def _sum_squares_f64(flat):
+    total = 0.0
+    for i in numba.prange(flat.size):
+        value = np.float64(flat[i])
+        total += value * value
+    return total
+
+
+def sum_squares(a: Any) -> float:
+    """Σ a_ij² accumulated in float64 in one pass (also the finiteness test: NaN/Inf show)."""
+    if is_cupy(a):
+        xp = namespace(a)
+        return float(xp.sum(xp.square(a.astype(xp.float64))))
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        return float(_sum_squares_f64(a.ravel(order="K")))
+    return float(np.sum(np.square(a), dtype=np.float64))
+
+
+def qr_q(y: Any) -> Any:
+    """Q factor of the economic Householder QR (geqrf + orgqr), y may be overwritten."""
+    if is_cupy(y):
+        return namespace(y).linalg.qr(y, mode="reduced")[0]
+    return scipy.linalg.qr(y, mode="economic", overwrite_a=True, check_finite=False)[0]
+
+
+def lu_pl(y: Any) -> Any:
+    """The row-permuted unit-lower factor P·L of y = P L U (getrf), y may be overwritten."""
+    if is_cupy(y):
+        import cupyx.scipy.linalg
+
+        return cupyx.scipy.linalg.lu(y, permute_l=True, overwrite_a=True, check_finite=False)[0]
+    return scipy.linalg.lu(y, permute_l=True, overwrite_a=True, check_finite=False)[0]
+
+
+def matmul(a: Any, b: Any, *, transpose_a: bool = False, out: Any = None) -> Any:
+    """op(a) @ b with op = transpose when asked, written into `out` (Fortran order) if given.
+
+    On CPU the product goes through scipy's BLAS gemm, the same library as scipy's LAPACK, so a
+    whole algorithm runs on one BLAS thread pool (alternating numpy's and scipy's OpenBLAS pools
+    makes each spin against the other; on a loaded machine that cost 10x). C-ordered operands
+    are passed as transposed Fortran views: no copies.
+    """
+    if is_cupy(a):
+        return namespace(a).matmul(a.T if transpose_a else a, b, out=out)
+    gemm = scipy.linalg.blas.get_blas_funcs("gemm", (a, b))
+    a_fortran, trans_a = (a, transpose_a) if a.flags.f_contiguous else (a.T, not transpose_a)
+    b_fortran, trans_b = (b, False) if b.flags.f_contiguous else (b.T, True)
+    if out is None:
+        return gemm(1.0, a_fortran, b_fortran, trans_a=trans_a, trans_b=trans_b)
+    return gemm(1.0, a_fortran, b_fortran, trans_a=trans_a, trans_b=trans_b, c=out, overwrite_c=1)
+
+
+def empty_block(rows: int, columns: int, dtype: Any, xp) -> Any:
+    """A Fortran-ordered workspace block (LAPACK works on it in place)."""
+    return xp.empty((rows, columns), dtype=dtype, order="F")
+
+
+def cholesky_upper(gram: Any) -> Any | None:
+    """Upper Cholesky factor of a small Gram matrix, or None when it is not positive definite."""
+    if is_cupy(gram):
+        xp = namespace(gram)
+        lower = xp.linalg.cholesky(gram)
+        return lower.T if bool(xp.isfinite(lower).all()) else None
+    try:
+        return scipy.linalg.cholesky(gram, lower=False, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+
+
+def solve_right_upper(y: Any, r: Any) -> Any:
+    """y R⁻¹ for upper-triangular R (trsm, m·l² flops), in place when y is Fortran-ordered."""
+    if is_cupy(y):
+        import cupyx.scipy.linalg
+
+        return cupyx.scipy.linalg.solve_triangular(r, y.T, trans="T", lower=False).T
+    trsm = scipy.linalg.blas.get_blas_funcs("trsm", (y, r))
+    return trsm(1.0, r, y, side=1, lower=0, overwrite_b=1)
+
+
+def svd_thin(b: Any) -> tuple[Any, Any, Any]:
+    """Thin SVD (gesdd) of a small matrix in its own precision."""
+    if is_cupy(b):
+        return namespace(b).linalg.svd(b, full_matrices=False)
+    return scipy.linalg.svd(b, full_matrices=False, overwrite_a=True, check_finite=False)

@@ -1,0 +1,206 @@
+"""S-RSI, the streamlined randomized subspace iteration, and its adaptive-rank driver AS-RSI."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from randla import _backend, _checks
+from randla.estimate import probe_prefix_errors
+from randla.lowrank import LowRank, identity_prefix_errors
+from randla.orth import orthonormal_basis
+
+STRATEGIES = ("step", "prefix")
+
+
+def srsi(
+    A: Any,
+    rank: int,
+    *,
+    oversample: int = 5,
+    sweeps: int = 5,
+    orth: str = "qr",
+    rng: Any = None,
+    out: tuple[Any, Any] | None = None,
+) -> LowRank:
+    """Streamlined randomized subspace iteration: A ≈ Q Uᵀ with Q (m×rank) orthonormal.
+
+    Algorithm (ALGORITHMS.md §1.1, Adapprox's factorizer): draw a Gaussian n×l block Ω in A's
+    dtype, l = rank + oversample (clipped silently to min(m, n)); U ← Ω; repeat ``sweeps`` times:
+    Q ← orth(A U), U ← Aᵀ Q. No orthonormalization after the Aᵀ product and no final small SVD:
+    Q and U = AᵀQ are the output, so A ≈ QQᵀA. All l columns are kept internally; the first
+    ``rank`` are returned, and every prefix j is itself a near-optimal rank-j approximation.
+    ``orth="lu"`` normalizes with LU between sweeps and with Householder QR in the last one.
+
+    The returned :class:`LowRank` carries the relative error of every prefix from the
+    cumulative-norm identity (float64, exact up to its floor sqrt(100·eps)).
+
+    ``out=(Q_buf, U_buf)``: optional preallocated arrays of shapes (m, ≥rank) and (n, ≥rank) in
+    A's dtype; the factors are written into their first ``rank`` columns and returned as views.
+
+    Cost: 4·m·n·l·sweeps flops in GEMMs, plus ``sweeps`` orthonormalizations of an m×l block
+    (≈ 4·m·l² each) and one pass over A for ‖A‖_F². Memory: (m + n)·l workspace.
+
+    Reference: Zhao et al., Adapprox, arXiv 2403.14958, §3 (S-RSI); Halko, Martinsson, Tropp,
+    SIAM Review 2011, Algorithm 4.4 (randomized subspace iteration).
+    """
+    a, back = _backend.to_core(A, "A")
+    total_squares = _checks.matrix(a)
+    rank = _checks.integer(rank, "rank", 1, min(a.shape))
+    buffers = _output_buffers(out, a, rank)
+    factors = _factorize(
+        a,
+        total_squares,
+        rank,
+        oversample=_checks.integer(oversample, "oversample", 0),
+        sweeps=_checks.integer(sweeps, "sweeps", 1),
+        orth=_checks.orth(orth),
+        rng=_checks.generator(rng),
+    )
+    return _deliver(factors.truncate(rank), buffers, back)
+
+
+@dataclass(frozen=True)
+class AdaptiveResult:
+    """Output of :func:`adaptive_srsi`.
+
+    ``factors``: the LowRank at the rank actually used; ``next_rank``: the rank to start from at
+    the next call (keep it in optimizer state); ``error``: relative Frobenius error of
+    ``factors`` — from the identity where it resolves, else a probe estimate (never below
+    100·eps(dtype)).
+    """
+
+    factors: LowRank
+    next_rank: int
+    error: float
+
+
+def adaptive_srsi(
+    A: Any,
+    *,
+    rank: int,
+    k_min: int = 1,
+    k_max: int,
+    tol: float = 1e-3,
+    delta: int | None = None,
+    strategy: str = "step",
+    oversample: int = 5,
+    sweeps: int = 5,
+    orth: str = "qr",
+    rng: Any = None,
+    out: tuple[Any, Any] | None = None,
+) -> AdaptiveResult:
+    """AS-RSI: S-RSI whose rank follows a relative-error tolerance (ALGORITHMS.md §1.2).
+
+    e(k) = ‖A − Q_k U_kᵀ‖_F / ‖A‖_F. Δk = ``delta`` (default ceil(0.02·k_max)).
+
+    - ``"step"``: factorize at ``rank``; next_rank = max(k_min, rank − Δk) if e(rank) ≤ tol,
+      else min(k_max, rank + Δk). One factorization per call; the rank walks towards the
+      smallest rank meeting tol over successive calls (Adapprox's description).
+    - ``"prefix"``: factorize at ``rank``; while e > tol and the rank is below k_max, grow it by
+      Δk and refactorize; then keep the smallest prefix j ≥ k_min with e(j) ≤ tol (the whole
+      factorization if none). next_rank = j.
+
+    Errors come from the cumulative-norm identity; where it cannot resolve them (below
+    sqrt(100·eps), about 3.5e-3 in float32) from one all-prefix probe estimate with 8 probes.
+    The rank always stays in [k_min, k_max]. ``out`` buffers should have ≥ k_max columns.
+
+    Cost: that of :func:`srsi` per factorization, plus 2·m·n·8 flops when probes are needed.
+
+    Reference: Zhao et al., Adapprox, arXiv 2403.14958, §3.2 (AS-RSI; exact rule unpublished,
+    both readings implemented); Yu, Gu, Li, SIAM J. Matrix Anal. Appl. 2018 (fixed-accuracy
+    randomized factorization with cheap error indicators).
+    """
+    a, back = _backend.to_core(A, "A")
+    total_squares = _checks.matrix(a)
+    k_max = _checks.integer(k_max, "k_max", 1, min(a.shape))
+    k_min = _checks.integer(k_min, "k_min", 1, k_max)
+    rank = _checks.integer(rank, "rank", k_min, k_max)
+    delta = math.ceil(0.02 * k_max) if delta is None else _checks.integer(delta, "delta", 1)
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not tol > 0:
+        raise ValueError(f"tol must be a float > 0, got {tol!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    buffers = _output_buffers(out, a, k_max)
+    options = dict(
+        oversample=_checks.integer(oversample, "oversample", 0),
+        sweeps=_checks.integer(sweeps, "sweeps", 1),
+        orth=_checks.orth(orth),
+        rng=_checks.generator(rng),
+    )
+    while True:
+        factors = _factorize(a, total_squares, rank, **options)
+        errors = _certified_errors(a, total_squares, factors, options["rng"])
+        met = errors[rank - 1] <= tol
+        if strategy == "step" or met or rank == k_max:
+            break
+        rank = min(k_max, rank + delta)
+    if strategy == "step":
+        kept = rank
+        next_rank = max(k_min, rank - delta) if met else min(k_max, rank + delta)
+    else:
+        meeting = np.flatnonzero(errors[k_min - 1 : rank] <= tol)
+        kept = next_rank = k_min + int(meeting[0]) if meeting.size else rank
+    return AdaptiveResult(
+        _deliver(factors.truncate(kept), buffers, back), next_rank, float(errors[kept - 1])
+    )
+
+
+def _factorize(
+    a: Any, total_squares: float, rank: int, *, oversample: int, sweeps: int, orth: str, rng: Any
+) -> LowRank:
+    """S-RSI on a validated core array; returns all l = min(rank + p, m, n) columns."""
+    xp = _backend.namespace(a)
+    m, n = a.shape
+    columns = min(rank + oversample, m, n)
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        a = xp.ascontiguousarray(a)
+    u = _backend.standard_normal(rng, (n, columns), a.dtype, xp)
+    y = _backend.empty_block(m, columns, a.dtype, xp)
+    for sweep in range(sweeps):
+        _backend.matmul(a, u, out=y)
+        method = "qr" if orth == "lu" and sweep == sweeps - 1 else orth
+        q = orthonormal_basis(y, method)
+        u = _backend.matmul(a, q, transpose_a=True)
+    errors, resolved = identity_prefix_errors(total_squares, u)
+    return LowRank(q, u, errors, resolved)
+
+
+def _certified_errors(a: Any, total_squares: float, factors: LowRank, rng: Any) -> np.ndarray:
+    """Identity errors of every prefix, with probe estimates where the identity cannot resolve."""
+    if factors.resolved.all():
+        return factors.prefix_errors
+    probed = probe_prefix_errors(a, total_squares, factors.Q, factors.U, rng)
+    return np.where(factors.resolved, factors.prefix_errors, probed)
+
+
+def _output_buffers(out: Any, a: Any, columns: int) -> tuple[Any, Any] | None:
+    if out is None:
+        return None
+    if not (isinstance(out, tuple | list) and len(out) == 2):
+        raise TypeError(f"out must be a pair (Q_buf, U_buf) or None, got {type(out).__name__}")
+    buffers = []
+    for buffer, name, rows in zip(out, ("out[0]", "out[1]"), a.shape, strict=True):
+        core, _ = _backend.to_core(buffer, name)
+        if core.ndim != 2 or core.shape[0] != rows or core.shape[1] < columns:
+            raise ValueError(
+                f"{name} must have shape ({rows}, >= {columns}), got {tuple(core.shape)}"
+            )
+        if core.dtype != a.dtype:
+            raise TypeError(f"{name} must have A's dtype {a.dtype}, got {core.dtype}")
+        buffers.append(core)
+    return buffers[0], buffers[1]
+
+
+def _deliver(factors: LowRank, buffers: tuple[Any, Any] | None, back: Any) -> LowRank:
+    """Copy into the caller's buffers if given, and convert to the caller's array kind."""
+    q, u = factors.Q, factors.U
+    if buffers is not None:
+        k = factors.rank
+        buffers[0][:, :k] = q
+        buffers[1][:, :k] = u
+        q, u = buffers[0][:, :k], buffers[1][:, :k]
+    return LowRank(back(q), back(u), factors.prefix_errors, factors.resolved)
