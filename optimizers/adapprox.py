@@ -1,0 +1,353 @@
+"""Adapprox: Adam's second moment kept as an adaptive-rank factorization from S-RSI.
+
+Reference: Zhao et al., "Adapprox: Memory Efficient Optimization via Adaptive Randomized Low-Rank
+Approximation", arXiv 2403.14958. No public code exists; this is the reconstruction specified in
+ALGORITHMS.md §3.3 (step), §1.1 (S-RSI) and §1.2 (rank control), computed by
+`randla.adaptive_srsi`. The class below is the torch plumbing; `adapprox_step` is the arithmetic
+of one matrix, readable top to bottom against §3.3.
+
+Per m×n matrix (a ≥3-D tensor is viewed as (shape[0], rest)), with k the current rank:
+
+    V = max(β2·Q_k U_kᵀ + (1−β2)·G², 0)         dense m×n, in a shared scratch workspace
+    Q, U, k = AS-RSI(V; rank, k_min, k_max, Δk, ξ, sweeps, oversample, rng=[key, t])
+    Û = G / (sqrt(V) + ε);  Û ← Û / max(1, RMS(Û)/d)
+    M = β1·M + (1−β1)·Û   (M = Û when β1 = 0)
+    W ← W(1 − ηλ) − η·M
+
+State per matrix: Q (m×k_max) and U (n×k_max), allocated once so checkpoint shapes never change;
+`rank` (the columns of Q, U holding the current factors), `next_rank` (the rank the next
+factorization starts from), `step`, `key` (the random draws are `rng=[key, step]`, so a resumed
+run and data-parallel replicas draw the same Ω without storing a generator) and the first moment
+M (param shape) only while β1 > 0. Factors and M are float32 (float64 for float64 parameters).
+Parameters the factored path does not take get the dense AdamW path (`_dense`).
+
+Cost per matrix and step, r = rank + oversample, l = sweeps: 2mnk flops to rebuild V, 4·l·mn·r
+flops of S-RSI products plus l thin QRs (≈4mr² each), and about ten elementwise passes over m×n
+(≈80 bytes per element in float32: G², clamp, sqrt, +ε, divide, norm, the moment and the
+parameter update). The dense m×n workspace is the only full-size transient; one buffer per
+(device, dtype) is shared by all parameters and kept off the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+import randla
+
+from ._base import SmallStateOptimizer
+from ._dense import dense_adamw_step, dense_state_dtype, init_dense_state
+from ._validation import COMMON_CHECKS, flag, in_range, integer, one_of, optional
+
+#: Smallest side a matrix needs for the factored path when `min_dim` is None.
+DEFAULT_MIN_SIDE = 32
+
+
+def _switch(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name} must be None, True or False, got {value!r}")
+
+
+def matrix_shape(shape: torch.Size | tuple[int, ...]) -> tuple[int, int] | None:
+    """(shape[0], product of the rest) for a ≥2-D shape; None for scalars and vectors."""
+    if len(shape) < 2:
+        return None
+    rows = shape[0]
+    return rows, math.prod(shape[1:])
+
+
+def takes_factored_path(shape: torch.Size | tuple[int, ...], group: dict[str, Any]) -> bool:
+    """Whether a parameter of this shape gets the Adapprox path under `group`'s options.
+
+    `compressed` True/False forces the choice for every ≥2-D parameter (vectors are always dense).
+    Otherwise the smaller side must reach `min_dim`; with `min_dim=None` it must reach 32 and the
+    factor buffers (m + n)·min(k_max, m, n) must be smaller than the m·n second moment they replace.
+    """
+    dims = matrix_shape(shape)
+    if dims is None or 0 in dims:
+        return False
+    if group["compressed"] is not None:
+        return group["compressed"]
+    m, n = dims
+    if group["min_dim"] is not None:
+        return min(m, n) >= group["min_dim"]
+    return min(m, n) >= DEFAULT_MIN_SIDE and (m + n) * min(group["k_max"], m, n) < m * n
+
+
+def _apply_update(
+    param: torch.Tensor,
+    direction: torch.Tensor,
+    step_size: float,
+    decay: float,
+    scratch: torch.Tensor,
+) -> None:
+    """param ← param·(1 − decay) − step_size·direction.
+
+    Parameters in the state's precision are updated in place (1–2 passes); low-precision ones get
+    the whole change computed in float32 in `scratch` and are rounded once.
+    """
+    if param.dtype == direction.dtype:
+        if decay:
+            param.mul_(1.0 - decay)
+        param.add_(direction, alpha=-step_size)
+        return
+    torch.mul(direction, -step_size, out=scratch)
+    if decay:
+        scratch.add_(param, alpha=-decay)
+    param.add_(scratch)
+
+
+def adapprox_step(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    state: dict[str, torch.Tensor],
+    workspace: torch.Tensor,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    clip_threshold: float,
+    k_min: int,
+    rank_step: int | None,
+    tol: float,
+    sweeps: int,
+    oversample: int,
+    rank_strategy: str,
+    bias_correction: bool,
+    maximize: bool,
+) -> None:
+    """One Adapprox step (ALGORITHMS.md §3.3) for one matrix parameter, in place.
+
+    `workspace` is an m×n scratch matrix in the state's dtype; it is overwritten. `state` holds
+    Q, U, rank, next_rank, step, key and (when β1 > 0) exp_avg. With `bias_correction`, V is
+    divided by 1 − β2^t and M by 1 − β1^t (Adam's corrections; off in the reconstruction).
+    Negative entries of the rebuilt V (a low-rank product need not be non-negative) are clamped
+    to zero before the square root.
+    """
+    Q, U = state["Q"], state["U"]
+    k_cap = Q.shape[1]
+    as_param = workspace.view(param.shape)
+    step = int(state["step"]) + 1
+    rank = int(state["rank"])
+
+    if grad.dtype == workspace.dtype:
+        torch.mul(grad, grad, out=as_param)
+    else:
+        as_param.copy_(grad).square_()
+    if rank:
+        workspace.addmm_(Q[:, :rank], U[:, :rank].T, beta=1.0 - beta2, alpha=beta2)
+        workspace.clamp_min_(0.0)
+    else:
+        workspace.mul_(1.0 - beta2)
+
+    result = randla.adaptive_srsi(
+        workspace,
+        rank=int(state["next_rank"]),
+        k_min=min(k_min, k_cap),
+        k_max=k_cap,
+        tol=tol,
+        delta=rank_step if rank_step is not None else math.ceil(0.02 * k_cap),
+        strategy=rank_strategy,
+        oversample=oversample,
+        sweeps=sweeps,
+        rng=[int(state["key"]), step],
+        out=(Q, U),
+    )
+    state["rank"].fill_(result.factors.rank)
+    state["next_rank"].fill_(result.next_rank)
+    state["step"].fill_(step)
+
+    # Û = G / (sqrt(V/c2) + ε) = √c2 · G / (sqrt(V) + ε√c2), c2 the second-moment correction.
+    root_c2 = math.sqrt(1.0 - beta2**step) if bias_correction else 1.0
+    workspace.sqrt_().add_(eps * root_c2)
+    torch.div(grad, as_param, out=as_param)
+    rms = root_c2 * float(torch.linalg.vector_norm(workspace)) / math.sqrt(workspace.numel())
+    scale = root_c2 / max(1.0, rms / clip_threshold)
+    sign = -1.0 if maximize else 1.0
+
+    if "exp_avg" in state:
+        exp_avg = state["exp_avg"]
+        exp_avg.mul_(beta1).add_(as_param, alpha=(1.0 - beta1) * scale * sign)
+        step_size = lr / (1.0 - beta1**step) if bias_correction else lr
+        _apply_update(param, exp_avg, step_size, lr * weight_decay, as_param)
+    else:
+        _apply_update(param, as_param, lr * scale * sign, lr * weight_decay, as_param)
+
+
+class Adapprox(SmallStateOptimizer):
+    """Adam with its second moment stored as an adaptive-rank S-RSI factorization (§3.3).
+
+    Matrices (2-D, or ≥3-D viewed as (shape[0], rest)) chosen by `takes_factored_path` keep
+    Q (m×k_max), U (n×k_max), the rank and, when β1 > 0, a dense first moment: 4(m+n)k_max + 4mn
+    bytes (no first moment: 4(m+n)k_max) instead of AdamW's 8mn. Other parameters use dense AdamW
+    with the same betas, eps and weight decay. `describe()` reports each parameter's path.
+
+    Options (all per param group; `k_max`, `k_init`, `min_dim` and `compressed` are read when a
+    parameter's state is created, the others at every step):
+        lr, betas, eps, weight_decay: as AdamW (decoupled decay).
+        clip_threshold: d, the update-RMS clip of Adafactor.
+        k_max, k_min, k_init: rank bounds and start (k_init None = k_max); all capped at min(m, n).
+        rank_step: Δk (None = ceil(0.02·k_max), with k_max capped per matrix).
+        tol: ξ, the relative Frobenius error the rank controller aims for.
+        sweeps, oversample: S-RSI's l and p.
+        rank_strategy: "step" (±Δk per step) or "prefix" (smallest prefix within tol); §1.2.
+        bias_correction: Adam's bias corrections (off in the reconstruction).
+        min_dim, compressed: which parameters take the factored path (`takes_factored_path`).
+        maximize, nonfinite, seed: the contract's options; `seed` keys the random draws.
+    """
+
+    _checks = {
+        **COMMON_CHECKS,
+        "clip_threshold": in_range(0.0, math.inf, low_open=True),
+        "k_max": integer(1),
+        "k_min": integer(1),
+        "k_init": optional(integer(1)),
+        "rank_step": optional(integer(1)),
+        "tol": in_range(0.0, 1.0, low_open=True),
+        "sweeps": integer(1),
+        "oversample": integer(0),
+        "rank_strategy": one_of("step", "prefix"),
+        "bias_correction": flag,
+        "min_dim": optional(integer(1)),
+        "compressed": _switch,
+    }
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | torch.Tensor = 1e-3,
+        *,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        clip_threshold: float = 1.0,
+        k_max: int = 256,
+        k_min: int = 1,
+        k_init: int | None = None,
+        rank_step: int | None = None,
+        tol: float = 1e-3,
+        sweeps: int = 5,
+        oversample: int = 5,
+        rank_strategy: str = "step",
+        bias_correction: bool = False,
+        min_dim: int | None = None,
+        compressed: bool | None = None,
+        maximize: bool = False,
+        nonfinite: str = "raise",
+        seed: int = 0,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            clip_threshold=clip_threshold,
+            k_max=k_max,
+            k_min=k_min,
+            k_init=k_init,
+            rank_step=rank_step,
+            tol=tol,
+            sweeps=sweeps,
+            oversample=oversample,
+            rank_strategy=rank_strategy,
+            bias_correction=bias_correction,
+            min_dim=min_dim,
+            compressed=compressed,
+            maximize=maximize,
+            nonfinite=nonfinite,
+            seed=seed,
+        )
+        super().__init__(params, defaults)
+
+    def _validate(self, options: dict[str, Any]) -> None:
+        super()._validate(options)
+        k_min, k_max, k_init = options["k_min"], options["k_max"], options["k_init"]
+        if k_min > k_max:
+            raise ValueError(f"k_min must be <= k_max ({k_max}), got {k_min}")
+        if k_init is not None and not k_min <= k_init <= k_max:
+            raise ValueError(f"k_init must be in [k_min, k_max] = [{k_min}, {k_max}], got {k_init}")
+
+    def _init_state(self, param: torch.Tensor, group: dict[str, Any], key: int) -> dict:
+        if not takes_factored_path(param.shape, group):
+            return init_dense_state(param)
+        m, n = matrix_shape(param.shape)
+        k_cap = min(group["k_max"], m, n)
+        start = group["k_init"] if group["k_init"] is not None else k_cap
+        start = max(min(start, k_cap), min(group["k_min"], k_cap))
+        dtype, device = dense_state_dtype(param), param.device
+
+        def counter(value: int) -> torch.Tensor:
+            return torch.tensor(value, dtype=torch.int64, device=device)
+
+        state = {
+            "step": counter(0),
+            "key": counter(key),
+            "rank": counter(0),
+            "next_rank": counter(start),
+            "Q": torch.zeros(m, k_cap, dtype=dtype, device=device),
+            "U": torch.zeros(n, k_cap, dtype=dtype, device=device),
+        }
+        if group["betas"][0] > 0:
+            state["exp_avg"] = torch.zeros(param.shape, dtype=dtype, device=device)
+        return state
+
+    def _update(self, param: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
+        beta1, beta2 = group["betas"]
+        if "Q" not in state:
+            dense_adamw_step(
+                param,
+                grad,
+                state,
+                lr=float(group["lr"]),
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+                maximize=group["maximize"],
+            )
+            return
+        # The first moment exists exactly while β1 > 0, so state keys always match the group.
+        if beta1 > 0 and "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(param, dtype=state["Q"].dtype)
+        elif beta1 == 0:
+            state.pop("exp_avg", None)
+        adapprox_step(
+            param,
+            grad,
+            state,
+            self._workspace(state["Q"].shape[0], state["U"].shape[0], state["Q"]),
+            lr=float(group["lr"]),
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            clip_threshold=group["clip_threshold"],
+            k_min=group["k_min"],
+            rank_step=group["rank_step"],
+            tol=group["tol"],
+            sweeps=group["sweeps"],
+            oversample=group["oversample"],
+            rank_strategy=group["rank_strategy"],
+            bias_correction=group["bias_correction"],
+            maximize=group["maximize"],
+        )
+
+    def _workspace(self, m: int, n: int, like: torch.Tensor) -> torch.Tensor:
+        """An m×n scratch matrix from one growing buffer per (device, dtype), never in state."""
+        buffers = self.__dict__.setdefault("_scratch", {})
+        key = (like.device, like.dtype)
+        buffer = buffers.get(key)
+        if buffer is None or buffer.numel() < m * n:
+            buffer = torch.empty(m * n, dtype=like.dtype, device=like.device)
+            buffers[key] = buffer
+        return buffer[: m * n].view(m, n)
+
+    def _path(self, state: dict) -> str:
+        if "Q" not in state:
+            return "dense"
+        return f"adapprox(k={int(state['rank'])}/{state['Q'].shape[1]})"
