@@ -41,6 +41,24 @@ def load_value(src, i, kind):
 
 
 @njit(cache=True)
+def load_scaled(src, kind, scale, out):
+    """out[j] = scale · src[j] in out's dtype, src in storage `kind` (NATIVE, BF16 or F16 bits).
+
+    The storage branch is taken once, outside the loops, so each loop vectorizes (no float64
+    round trip: bf16/f16 convert exactly to float32, native floats to out's dtype).
+    """
+    if kind == BF16:
+        for j in range(out.size):
+            out[j] = scale * bf16_bits_to_f32(src[j])
+    elif kind == F16:
+        for j in range(out.size):
+            out[j] = scale * f16_bits_to_f32(src[j])
+    else:
+        for j in range(out.size):
+            out[j] = scale * out.dtype.type(src[j])
+
+
+@njit(cache=True)
 def store_value(dst, i, v, kind):
     """dst[i] = v in storage `kind` (BF16/F16 bits: float32 rounded to nearest even)."""
     if kind == BF16:

@@ -17,7 +17,7 @@ def reference_adapprox(w0, grads, *, lr, beta1, beta2, eps, weight_decay, clip, 
     m = torch.zeros_like(w)
     for t, g in enumerate(grads, start=1):
         g = g.double().reshape(w.shape)
-        v = (beta2 * v + (1 - beta2) * g * g).clamp_min(0)
+        v = beta2 * v.clamp_min(0) + (1 - beta2) * g * g
         v_hat = v / (1 - beta2**t) if bias_correction else v
         u = g / (v_hat.sqrt() + eps)
         rms = u.norm() / u.numel() ** 0.5
