@@ -102,10 +102,10 @@ class SmallStateOptimizer(torch.optim.Optimizer):
 
     def _usable_grad(self, param: torch.Tensor, group: dict[str, Any]) -> torch.Tensor | None:
         grad = param.grad
-        if param.is_complex():
+        if not param.is_floating_point():
             raise TypeError(
-                f"{type(self).__name__} does not support complex parameters "
-                f"({self._param_name(param)} is {param.dtype})"
+                f"{type(self).__name__} supports real floating-point parameters only; "
+                f"{self._param_name(param)} is {param.dtype}"
             )
         if grad.is_sparse:
             raise RuntimeError(
@@ -186,9 +186,12 @@ class SmallStateOptimizer(torch.optim.Optimizer):
             if pid not in owners:
                 raise ValueError(f"state for unknown parameter id {pid}")
             param, saved_group = owners[pid]
-            self._validate(saved_group)
-            self._check_loaded_state(param, saved_group, param_state)
+            group = {**self.defaults, **saved_group}
+            self._validate(group)
+            self._check_loaded_state(param, group, param_state)
+        # Groups saved before an option existed get today's default for it, as torch does.
         plain = {k: v for k, v in state_dict.items() if k != "smallstate"}
+        plain["param_groups"] = [{**self.defaults, **saved} for saved in saved_groups]
         super().load_state_dict(plain)
         # torch casts floating state to the parameter's dtype; put back the saved dtypes.
         for pid, param_state in state_dict["state"].items():

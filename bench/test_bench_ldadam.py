@@ -1,0 +1,155 @@
+"""LDAdam at ranks 16 and 64 against fused AdamW, GaLore's AdamW and the reference LDAdamW.
+
+Run: pytest bench/test_bench_ldadam.py --benchmark-only
+(SMALLSTATE_BENCH_BLOCKS sets the number of transformer blocks of width 768; default 2 here, to
+keep a run short on a shared 2-core machine. SMALLSTATE_LDADAM_REF points at a checkout of
+IST-DASLab/LDAdam to time its LDAdamW too; skipped otherwise. GaLore needs `pip install
+galore-torch`; skipped otherwise.)
+
+Every optimizer sees the same parameters and gradients every round and is warmed up by one step,
+so its state exists and the first-step SVDs are out of the way. GaLore recomputes its projector
+by a full SVD only every `update_proj_gap` = 200 steps: "galore" times the 199 ordinary steps,
+"galore-svd-step" the step that refreshes the projector (amortized: ordinary + refresh/200).
+The reference keeps its error in p.grad, so its gradients drift across rounds (timing only).
+
+extra_info: state bytes per parameter, the step's ratio to fused AdamW measured in the same run,
+and for LDAdam the floor = the step's matrix-product flops (12·m·n·r per low-rank matrix) at the
+measured GEMM rate, and the ratio of the median step to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numba
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from bench.param_sets import count, transformer_params
+from optimizers import LDAdam
+
+BLOCKS = int(os.environ.get("SMALLSTATE_BENCH_BLOCKS", "2"))
+REFERENCE = os.environ.get("SMALLSTATE_LDADAM_REF")
+RANKS = (16, 64)
+_medians: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def params():
+    torch.set_num_threads(2)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    return transformer_params(blocks=BLOCKS)
+
+
+def matrices_and_rest(params):
+    return [p for p in params if p.ndim == 2], [p for p in params if p.ndim != 2]
+
+
+def state_bytes(opt) -> int:
+    return sum(
+        v.numel() * v.element_size()
+        for s in opt.state.values()
+        for v in s.values()
+        if torch.is_tensor(v)
+    )
+
+
+def timed_step(benchmark, name: str, opt, params, *, group_median: str | None = None) -> float:
+    with threadpool_limits(2):
+        opt.step()
+        benchmark.pedantic(opt.step, rounds=3, warmup_rounds=1)
+    seconds = benchmark.stats.stats.median
+    _medians[name] = seconds
+    n = count(params)
+    benchmark.extra_info.update(
+        blocks=BLOCKS, parameters=n, state_bytes_per_param=state_bytes(opt) / n
+    )
+    if "adamw" in _medians and name != "adamw":
+        benchmark.extra_info["step_time_vs_fused_adamw"] = seconds / _medians["adamw"]
+    return seconds
+
+
+def lowrank_flops(opt: LDAdam) -> float:
+    """Matrix-product flops of one LDAdam step (t ≥ 1): 12·m·n·r per low-rank matrix."""
+    return sum(12.0 * p.numel() * s["basis"].shape[1] for p, s in opt.state.items() if "basis" in s)
+
+
+@pytest.mark.benchmark(group="ldadam-step")
+def test_fused_adamw(benchmark, params):
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, fused=True)
+    timed_step(benchmark, "adamw", opt, params)
+
+
+def galore_optimizer(params, rank):
+    galore = pytest.importorskip("galore_torch", reason="pip install galore-torch to compare")
+    matrices, rest = matrices_and_rest(params)
+    groups = [
+        {
+            "params": matrices,
+            "rank": rank,
+            "update_proj_gap": 200,
+            "scale": 0.25,
+            "proj_type": "std",
+        },
+        {"params": rest},
+    ]
+    return galore.GaLoreAdamW(groups, lr=1e-3, weight_decay=0.01)
+
+
+@pytest.mark.parametrize("rank", RANKS)
+@pytest.mark.benchmark(group="ldadam-step")
+def test_galore_ordinary_step(benchmark, params, rank):
+    timed_step(benchmark, f"galore-{rank}", galore_optimizer(params, rank), params)
+
+
+@pytest.mark.parametrize("rank", RANKS)
+@pytest.mark.benchmark(group="ldadam-step")
+def test_galore_svd_step(benchmark, params, rank):
+    """The step that recomputes GaLore's projectors (first step of a fresh optimizer)."""
+    with threadpool_limits(2):
+        benchmark.pedantic(
+            lambda opt: opt.step(),
+            setup=lambda: ((galore_optimizer(params, rank),), {}),
+            rounds=2,
+        )
+
+
+def reference_optimizer(params, rank):
+    if not REFERENCE or not os.path.isdir(os.path.join(REFERENCE, "ldadamw_torch")):
+        pytest.skip("set SMALLSTATE_LDADAM_REF to a checkout of IST-DASLab/LDAdam to compare")
+    sys.path.insert(0, REFERENCE)
+    try:
+        from ldadamw_torch import LDAdamW
+    finally:
+        sys.path.remove(REFERENCE)
+    matrices, rest = matrices_and_rest(params)
+    groups = [
+        {"params": matrices, "enable_lowrank": True},
+        {"params": rest, "enable_lowrank": False},
+    ]
+    return LDAdamW(groups, lr=1e-3, weight_decay=0.01, rank=rank)
+
+
+@pytest.mark.parametrize("rank", RANKS)
+@pytest.mark.benchmark(group="ldadam-step")
+def test_reference_ldadamw(benchmark, params, rank):
+    saved = [p.grad.clone() for p in params]
+    try:
+        timed_step(benchmark, f"reference-{rank}", reference_optimizer(params, rank), params)
+    finally:
+        for p, g in zip(params, saved, strict=True):
+            p.grad = g
+
+
+@pytest.mark.parametrize("mode", ["dense", "q4", "q8", "none"])
+@pytest.mark.parametrize("rank", RANKS)
+@pytest.mark.benchmark(group="ldadam-step")
+def test_ldadam(benchmark, params, ceilings, rank, mode):
+    opt = LDAdam(params, lr=1e-3, weight_decay=0.01, rank=rank, error_feedback=mode)
+    seconds = timed_step(benchmark, f"ldadam-{rank}-{mode}", opt, params)
+    floor = lowrank_flops(opt) / (ceilings.gemm_gflops * 1e9)
+    benchmark.extra_info.update(floor_s=floor, step_vs_floor=seconds / floor)
+    if f"reference-{rank}" in _medians:
+        benchmark.extra_info["step_vs_reference"] = seconds / _medians[f"reference-{rank}"]

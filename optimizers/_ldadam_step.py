@@ -1,0 +1,136 @@
+"""LDAdam's functional step on one matrix (ALGORITHMS.md §3.2), left projection.
+
+A tall matrix is handled by passing the transposed views of its weight and residual: the step
+itself only ever sees a "work" matrix of shape m×n whose m rows are projected (P is m×r).
+
+Notation: a = g + e (gradient plus error feedback), P the basis, m and v the r×n moments,
+t the completed steps, k = β1/(1−β1), c1 = ρ/(1−β1^t), c2 = 1−ρ.
+
+The warm-started subspace iteration of §3.2 is Q ← orth(B (Bᵀ P_old)) with
+B = c1·P_old m + c2·a. B is a rank-r matrix plus a, so it is never formed: with P_oldᵀ P_old = I,
+
+    Bᵀ P_old = c1·mᵀ + c2·aᵀ P_old                    (n×r)
+    B Z      = c1·P_old (m Z) + c2·a Z                  (m×r)
+
+which reads a twice instead of writing and reading the m×n matrices P_old m and B (four full-size
+passes saved). P_old m is then needed once, in the generalized error feedback, where it is fused
+with P_new (g̃ + k·m̃) into a single product with inner dimension 2r.
+
+Cost per step (t ≥ 1): five m×n×r products (aᵀP_old, aZ, P_newᵀa, the error update with inner
+dimension 2r counted twice, and the weight update): 12·m·n·r flops; full-size memory traffic:
+three reads of a, one read-write of e (when kept) and one of W. The QR (m×r) goes through
+`randla.orthonormalize`; products are torch.mm in the work dtype (float32 or float64).
+"""
+
+from __future__ import annotations
+
+import torch
+
+import randla
+
+EXACT_SVD_MAX_SIDE = 512
+"""First-step basis: exact SVD when min(m, n) is at most this, randla.rsvd above it.
+
+At this size an exact SVD (about 4·m²·n flops) costs no more than a randomized SVD with the power
+iterations below ((2q+2)·2·m·n·(r+10) flops for r near 64), and it is the oracle the reference
+comparison needs. Above it the exact SVD grows quadratically in the smaller side while the
+first basis only has to be close: every later step refines it with a subspace iteration."""
+
+RSVD_POWER_ITERS = 4
+RSVD_OVERSAMPLE = 10
+
+
+def initial_basis(a: torch.Tensor, rank: int, *, rng: list[int] | None) -> torch.Tensor:
+    """Top-`rank` left singular vectors of the m×n matrix `a` (m×rank, orthonormal columns).
+
+    Exact (torch.linalg.svd, LAPACK gesdd in a's dtype) when min(m, n) ≤ EXACT_SVD_MAX_SIDE,
+    otherwise `randla.rsvd` with RSVD_POWER_ITERS power iterations and RSVD_OVERSAMPLE extra
+    columns, seeded with `rng`. Column signs are irrelevant: the LDAdam update is invariant to
+    them (see `ldadam_matrix_step`).
+    """
+    if min(a.shape) <= EXACT_SVD_MAX_SIDE:
+        return torch.linalg.svd(a, full_matrices=False).U[:, :rank]
+    u, _, _ = randla.rsvd(
+        a, rank, oversample=RSVD_OVERSAMPLE, power_iters=RSVD_POWER_ITERS, rng=rng
+    )
+    return u[:, :rank]
+
+
+def warm_subspace_iteration(
+    a: torch.Tensor, basis: torch.Tensor, exp_avg: torch.Tensor, *, c1: float, c2: float
+) -> torch.Tensor:
+    """One subspace iteration orth(B Bᵀ P_old) on B = c1·P_old m + c2·a, B never formed.
+
+    Cost: 4·m·n·r + 2·(m+n)·r² flops, two reads of a, one m×r QR (randla.orthonormalize).
+    """
+    z = torch.mm(a.t(), basis).mul_(c2).add_(exp_avg.t(), alpha=c1)
+    y = torch.mm(a, z).mul_(c2)
+    y.addmm_(basis, torch.mm(exp_avg, z), alpha=c1)
+    return randla.orthonormalize(y, method="qr")
+
+
+def ldadam_matrix_step(
+    weight: torch.Tensor,
+    residual: torch.Tensor,
+    basis: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: torch.Tensor,
+    *,
+    beta1: float,
+    beta2: float,
+    rho: float,
+    eps: float,
+    lr: float,
+    weight_decay: float,
+    keep_error: bool,
+    rng: list[int] | None,
+) -> None:
+    """One LDAdam step in place on an m×n work matrix (left projection).
+
+    weight: W (m×n), updated in place. residual: a = g + e on entry; when `keep_error`, the new
+    error e = a − P_new g̃ + k·(P_old m − P_new m̃) on exit (else it is only read). basis P (m×r),
+    exp_avg m and exp_avg_sq v (r×n) and the int64 `step` are updated in place. All tensors share
+    one dtype (float32 or float64).
+
+    The result is invariant to the column signs of P (P → P D, D = diag(±1)): g̃, m̃ and m flip
+    rows with D, C = P_newᵀP_old becomes D_new C D_old so C∘C and (C m̂)² are unchanged, and every
+    product that leaves the subspace (P m, P g̃, P u) is unchanged. So the sign conventions of SVD
+    and QR never matter.
+    """
+    t = int(step)
+    if t == 0:
+        new_basis = initial_basis(residual, basis.shape[1], rng=rng)
+    else:
+        bias1 = 1.0 - beta1**t
+        new_basis = warm_subspace_iteration(residual, basis, exp_avg, c1=rho / bias1, c2=1.0 - rho)
+    projected = torch.mm(new_basis.t(), residual)
+
+    if t > 0:
+        change = torch.mm(new_basis.t(), basis)
+        moved_avg = torch.mm(change, exp_avg)
+    if keep_error:
+        if t == 0:
+            residual.addmm_(new_basis, projected, alpha=-1.0)
+        else:
+            k = beta1 / (1.0 - beta1)
+            both_bases = torch.cat((basis, new_basis), dim=1)
+            both_moments = torch.cat((exp_avg * k, torch.add(projected, moved_avg, alpha=k)))
+            both_moments[basis.shape[1] :].neg_()
+            residual.addmm_(both_bases, both_moments)
+    if t > 0:
+        bias2 = 1.0 - beta2**t
+        exp_avg_sq.div_(bias2).addcmul_(exp_avg, exp_avg, value=-1.0 / bias1**2)
+        exp_avg_sq.copy_(torch.mm(change.square_(), exp_avg_sq))
+        exp_avg_sq.addcmul_(moved_avg, moved_avg, value=1.0 / bias1**2).mul_(bias2).abs_()
+        exp_avg.copy_(moved_avg)
+
+    exp_avg.mul_(beta1).add_(projected, alpha=1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(projected, projected, value=1.0 - beta2)
+    step += 1
+    bias1_next = 1.0 - beta1 ** (t + 1)
+    bias2_next = 1.0 - beta2 ** (t + 1)
+    direction = torch.div(exp_avg_sq, bias2_next).sqrt_().add_(eps)
+    torch.div(exp_avg, direction, out=direction)
+    weight.addmm_(new_basis, direction, beta=1.0 - lr * weight_decay, alpha=-lr / bias1_next)
+    basis.copy_(new_basis)
