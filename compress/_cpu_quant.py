@@ -4,11 +4,14 @@ Codes: 8-bit one per byte; 4-bit two per byte, even element in the high nibble. 
 bucket are float32 or bfloat16 bits (`bf16_bounds`); bf16 bounds are rounded outward first and
 the codes are computed against the rounded bounds.
 
-Every per-bucket helper works on an index range of its source, read through a view indexed
-from 0 (a negative-index wraparound check per access would block vectorization), and keeps its
-inner loop branch-free so that LLVM vectorizes it: the min/max reduction (on integer images of
-the float bits), the encode (clamp then truncate, no fused multiply-add) and the decode.
-Parallel kernels hand each thread a chunk of CHUNK_BUCKETS buckets.
+The range helpers loop over all buckets of a range themselves: Numba does not inline a helper
+that holds a loop, and a call per bucket (with the reference counting of the views it is
+passed) costs more than a 64-element bucket's work. Inside, each bucket is read through views
+indexed from 0 (a negative-index wraparound check per access would block vectorization) and
+every inner loop is branch-free so that LLVM vectorizes it: the min/max reduction (on integer
+images of the float bits), the encode (clamp then truncate, no fused multiply-add) and the
+decode. Parallel kernels hand each thread a chunk of CHUNK_BUCKETS buckets; the fused MicroAdam
+kernel hands each a block.
 """
 
 import numba
@@ -41,34 +44,6 @@ def ordered_int(bits):
 
 
 @njit(cache=True)
-def value_range(src, s0, n):
-    """(min, max) of float32(src[s0 : s0 + n]), n >= 1.
-
-    float32 sources reduce order-preserving integer images of their bits (integer min/max
-    vectorizes; float min/max reductions do not in Numba), so -0.0 < +0.0 here. Other sources
-    (the float64 scratch of the fused step) take a scalar loop.
-    """
-    part = src[s0 : s0 + n]  # a view indexed from 0: no negative-index wraparound code
-    if part.itemsize == 4:
-        words = part.view(np.int32)
-        key_lo = ordered_int(words[0])
-        key_hi = key_lo
-        for j in range(1, n):
-            key = ordered_int(words[j])
-            key_lo = min(key_lo, key)
-            key_hi = max(key_hi, key)
-        lo_bits, hi_bits = np.int32(ordered_int(key_lo)), np.int32(ordered_int(key_hi))
-        return lo_bits.view(np.float32), hi_bits.view(np.float32)
-    lo = np.float32(part[0])
-    hi = lo
-    for j in range(1, n):
-        v = np.float32(part[j])
-        lo = min(lo, v)
-        hi = max(hi, v)
-    return lo, hi
-
-
-@njit(cache=True)
 def store_bounds(lo, hi, lo_out, hi_out, b, bf16_bounds):
     """Store bucket b's bounds (bf16: rounded outward) and return them as float32."""
     if bf16_bounds:
@@ -83,116 +58,143 @@ def store_bounds(lo, hi, lo_out, hi_out, b, bf16_bounds):
 
 
 @njit(cache=True)
-def element_code(x, e, lo, inv_step, max_code, stochastic, seed):
-    """Code of value x at global index e: round half up, or stochastic with the hash of e."""
-    offset = hash_uniform(seed, e) if stochastic else np.float32(0.5)
-    return quant_code(x, lo, inv_step, offset, max_code)
-
-
-@njit(cache=True)
-def quantize_bucket(
-    src, s0, n, first, codes, lo_out, hi_out, b, bits, bf16_bounds, stochastic, seed
+def quantize_range(
+    src, first, codes, lo_out, hi_out, b0, bits, bucket, bf16_bounds, stochastic, seed
 ):
-    """Quantize src[s0 : s0 + n] (global elements first .. first + n - 1) into codes, bounds[b].
-
-    One min/max pass and one encode pass (both from cache). A 4-bit byte is completed by the
-    element after its even element, so callers keep byte pairs within one thread.
+    """Quantize src (global elements first .. first + src.size - 1, starting bucket b0) into codes
+    and bounds, bucket after bucket: one min/max pass and one encode pass per bucket (both from
+    cache). Rounding offsets: 0.5 (round half up) or the hash of the element index (stochastic).
+    A 4-bit byte is completed by the element after its even element, so a range must start on
+    an even element (or on the range's first byte) for ranges to run in parallel.
     """
-    lo, hi = value_range(src, s0, n)
-    lo, hi = store_bounds(lo, hi, lo_out, hi_out, b, bf16_bounds)
     max_code = (1 << bits) - 1
-    inv_step = bucket_steps(lo, hi, max_code)[1]
-    part = src[s0 : s0 + n]
-    if bits == 8:
-        out = codes[first : first + n]
-        for j in range(n):
-            out[j] = element_code(part[j], first + j, lo, inv_step, max_code, stochastic, seed)
-        return
-    j = 0
-    if first & 1 == 1:  # this bucket starts in the low nibble of a byte its predecessor began
-        codes[first >> 1] |= element_code(part[0], first, lo, inv_step, max_code, stochastic, seed)
-        j = 1
-    n_pairs = (n - j) >> 1
-    pairs = part[j : j + 2 * n_pairs]
-    out = codes[(first + j) >> 1 : ((first + j) >> 1) + n_pairs]
-    e = first + j
-    for p in range(n_pairs):
-        high = element_code(pairs[2 * p], e + 2 * p, lo, inv_step, max_code, stochastic, seed)
-        low = element_code(
-            pairs[2 * p + 1], e + 2 * p + 1, lo, inv_step, max_code, stochastic, seed
-        )
-        out[p] = (high << 4) | low
-    j += 2 * n_pairs
-    if j < n:
-        last = element_code(part[j], first + j, lo, inv_step, max_code, stochastic, seed)
-        codes[(first + j) >> 1] = last << 4
+    words = src.view(np.int32)  # used by float32 sources only
+    offsets = np.full(bucket, np.float32(0.5))
+    for q in range(0, src.size, bucket):
+        n = min(bucket, src.size - q)
+        e = first + q
+        part = src[q : q + n]
+        # min/max: float32 data reduce order-preserving integer images of their bits (integer
+        # min/max vectorizes, float min/max does not in Numba), so -0.0 < +0.0 here; float64
+        # data (the fused step's float64 scratch) take a scalar loop on float32-rounded values.
+        if src.itemsize == 4:
+            part_words = words[q : q + n]
+            key_lo = ordered_int(part_words[0])
+            key_hi = key_lo
+            for j in range(1, n):
+                key = ordered_int(part_words[j])
+                key_lo = min(key_lo, key)
+                key_hi = max(key_hi, key)
+            lo = np.int32(ordered_int(key_lo)).view(np.float32)
+            hi = np.int32(ordered_int(key_hi)).view(np.float32)
+        else:
+            lo = np.float32(part[0])
+            hi = lo
+            for j in range(1, n):
+                v = np.float32(part[j])
+                lo = min(lo, v)
+                hi = max(hi, v)
+        lo, hi = store_bounds(lo, hi, lo_out, hi_out, b0 + q // bucket, bf16_bounds)
+        inv_step = bucket_steps(lo, hi, max_code)[1]
+        if stochastic:
+            for j in range(n):
+                offsets[j] = hash_uniform(seed, e + j)
+        if bits == 8:
+            out = codes[e : e + n]
+            for j in range(n):
+                out[j] = quant_code(part[j], lo, inv_step, offsets[j], max_code)
+            continue
+        j = 0
+        if e & 1 == 1:  # this bucket starts in the low nibble of a byte its predecessor began
+            codes[e >> 1] |= quant_code(part[0], lo, inv_step, offsets[0], max_code)
+            j = 1
+        n_pairs = (n - j) >> 1
+        pairs = part[j : j + 2 * n_pairs]
+        out = codes[(e + j) >> 1 : ((e + j) >> 1) + n_pairs]
+        for p in range(n_pairs):
+            high = quant_code(pairs[2 * p], lo, inv_step, offsets[j + 2 * p], max_code)
+            low = quant_code(pairs[2 * p + 1], lo, inv_step, offsets[j + 2 * p + 1], max_code)
+            out[p] = (high << 4) | low
+        j += 2 * n_pairs
+        if j < n:
+            codes[(e + j) >> 1] = quant_code(part[j], lo, inv_step, offsets[j], max_code) << 4
 
 
 @njit(cache=True)
-def dequantize_bucket(codes, first, lo_arr, hi_arr, b, bits, bf16_bounds, dst, d0, n, add):
-    """dst[d0 + j] (+)= code(first + j)·step + lo for j < n (one bucket)."""
-    lo = load_bound(lo_arr, b, bf16_bounds)
-    hi = load_bound(hi_arr, b, bf16_bounds)
-    step = bucket_steps(lo, hi, (1 << bits) - 1)[0]
-    part = dst[d0 : d0 + n]  # views indexed from 0: no negative-index wraparound code
-    if bits == 8:
-        src = codes[first : first + n]
-        for j in range(n):
-            v = np.float32(src[j]) * step + lo
+def dequantize_range(codes, first, lo_arr, hi_arr, b0, bits, bucket, bf16_bounds, dst, add):
+    """dst[j] (+)= code(first + j)·step + lo of its bucket, for all of dst (starting bucket b0)."""
+    max_code = (1 << bits) - 1
+    for q in range(0, dst.size, bucket):
+        n = min(bucket, dst.size - q)
+        e = first + q
+        b = b0 + q // bucket
+        lo = load_bound(lo_arr, b, bf16_bounds)
+        step = bucket_steps(lo, load_bound(hi_arr, b, bf16_bounds), max_code)[0]
+        part = dst[q : q + n]  # views indexed from 0: no negative-index wraparound code
+        if bits == 8:
+            src = codes[e : e + n]
+            for j in range(n):
+                v = np.float32(src[j]) * step + lo
+                part[j] = part[j] + v if add else v
+            continue
+        j = 0
+        if e & 1 == 1:
+            v = np.float32(codes[e >> 1] & 15) * step + lo
+            part[0] = part[0] + v if add else v
+            j = 1
+        n_pairs = (n - j) >> 1
+        src = codes[(e + j) >> 1 : ((e + j) >> 1) + n_pairs]
+        pairs = part[j : j + 2 * n_pairs]
+        for p in range(n_pairs):
+            byte = np.int32(src[p])
+            high = np.float32(byte >> 4) * step + lo
+            low = np.float32(byte & 15) * step + lo
+            pairs[2 * p] = pairs[2 * p] + high if add else high
+            pairs[2 * p + 1] = pairs[2 * p + 1] + low if add else low
+        j += 2 * n_pairs
+        if j < n:
+            v = np.float32(codes[(e + j) >> 1] >> 4) * step + lo
             part[j] = part[j] + v if add else v
-        return
-    j = 0
-    if first & 1 == 1:
-        v = np.float32(codes[first >> 1] & 15) * step + lo
-        part[0] = part[0] + v if add else v
-        j = 1
-    n_pairs = (n - j) >> 1
-    src = codes[(first + j) >> 1 : ((first + j) >> 1) + n_pairs]
-    pairs = part[j : j + 2 * n_pairs]
-    for p in range(n_pairs):
-        byte = np.int32(src[p])
-        high = np.float32(byte >> 4) * step + lo
-        low = np.float32(byte & 15) * step + lo
-        pairs[2 * p] = pairs[2 * p] + high if add else high
-        pairs[2 * p + 1] = pairs[2 * p + 1] + low if add else low
-    j += 2 * n_pairs
-    if j < n:
-        v = np.float32(codes[(first + j) >> 1] >> 4) * step + lo
-        part[j] = part[j] + v if add else v
 
 
 @njit(parallel=True, cache=True)
 def quantize_kernel(x, codes, lo, hi, bits, bucket, bf16_bounds, stochastic, seed):
     """Quantize x per bucket; parallel over chunks of CHUNK_BUCKETS buckets."""
     n = x.size
-    n_buckets = lo.size
-    for c in numba.prange((n_buckets + CHUNK_BUCKETS - 1) // CHUNK_BUCKETS):
-        for b in range(c * CHUNK_BUCKETS, min((c + 1) * CHUNK_BUCKETS, n_buckets)):
-            start = b * bucket
-            quantize_bucket(
-                x,
-                start,
-                min(bucket, n - start),
-                start,
-                codes,
-                lo,
-                hi,
-                b,
-                bits,
-                bf16_bounds,
-                stochastic,
-                seed,
-            )
+    chunk = CHUNK_BUCKETS * bucket
+    for c in numba.prange((n + chunk - 1) // chunk):
+        start = c * chunk
+        quantize_range(
+            x[start : min(start + chunk, n)],
+            start,
+            codes,
+            lo,
+            hi,
+            c * CHUNK_BUCKETS,
+            bits,
+            bucket,
+            bf16_bounds,
+            stochastic,
+            seed,
+        )
 
 
 @njit(parallel=True, cache=True)
 def dequantize_kernel(codes, lo, hi, bits, bucket, bf16_bounds, out, add):
     """out (+)= decode(codes) per bucket; parallel over chunks of CHUNK_BUCKETS buckets."""
     n = out.size
-    n_buckets = lo.size
-    for c in numba.prange((n_buckets + CHUNK_BUCKETS - 1) // CHUNK_BUCKETS):
-        for b in range(c * CHUNK_BUCKETS, min((c + 1) * CHUNK_BUCKETS, n_buckets)):
-            start = b * bucket
-            dequantize_bucket(
-                codes, start, lo, hi, b, bits, bf16_bounds, out, start, min(bucket, n - start), add
-            )
+    chunk = CHUNK_BUCKETS * bucket
+    for c in numba.prange((n + chunk - 1) // chunk):
+        start = c * chunk
+        dequantize_range(
+            codes,
+            start,
+            lo,
+            hi,
+            c * CHUNK_BUCKETS,
+            bits,
+            bucket,
+            bf16_bounds,
+            out[start : min(start + chunk, n)],
+            add,
+        )

@@ -2,11 +2,14 @@
 
 Selection per block works on magnitude bits (|x| as an unsigned integer orders like |x| for
 non-NaN floats). A strided sample (every SAMPLE_STRIDE-th key) gives a floor that, with a
-4-sigma margin, leaves about 2-4·k keys above it; one vectorized pass collects those candidates
-in index order (all keys when the sample misjudged, so the result is always exact); a radix
-select (2048-bin histograms of 11-bit digits) on the candidates finds the exact threshold T; the
-candidates above T and the lowest-indexed ones equal to T make exactly k. Cost: one pass over the
-block plus O(k) work; no sort. Output per block is in index order, ties to the lowest index.
+4-sigma margin, leaves about 2-4·k keys above it; one vectorized pass packs the tests into a
+bit mask per 64 keys and the set bits give the candidates in index order (all keys when the
+sample misjudged, so the result is always exact); a radix select (2048-bin histograms of 11-bit
+digits, each scanned from its largest digit down) on the candidates narrows them to the few
+sharing the threshold's top digits, and a sort of those (at most SORT_BELOW keys) gives the
+exact threshold T; the candidates above T and the lowest-indexed ones equal to T make exactly k.
+Cost: one pass over the block plus O(k) work; no sort of the block. Output per block is in
+index order, ties to the lowest index.
 """
 
 import math
@@ -14,6 +17,7 @@ import math
 import numba
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from ._scalar import (
     BF16,
@@ -27,7 +31,8 @@ from ._scalar import (
 )
 
 SAMPLE_STRIDE = 16  # threshold sample: every 16th key of a block
-CHUNK = 8  # keys per vectorized candidate test
+GROUP = 64  # keys per candidate bit mask (one uint64)
+SORT_BELOW = 64  # radix select finishes with a sort once this few keys remain
 
 
 @njit(cache=True)
@@ -70,10 +75,24 @@ def store_value(dst, i, v, kind):
 
 
 @njit(cache=True)
-def find_bin(hist, k):
-    """Highest bin b with count(bins >= b) >= k; returns (b, k - count(bins > b))."""
+def digit_histogram(keys, shift, hist):
+    """hist = counts of the RADIX_BITS-bit digit (key >> shift) of keys; returns the largest
+    digit seen (the scan for the k-th largest starts there, not at the top bin)."""
+    mask = np.uint64(RADIX_BINS - 1)
+    hist[:] = 0
+    top = 0
+    for i in range(keys.size):
+        digit = (np.uint64(keys[i]) >> shift) & mask
+        hist[digit] += 1
+        top = max(top, np.int64(digit))
+    return top
+
+
+@njit(cache=True)
+def find_bin(hist, k, top):
+    """Highest bin b <= top with count(bins >= b) >= k; returns (b, k - count(bins > b))."""
     above = 0
-    for b in range(hist.size - 1, -1, -1):
+    for b in range(top, -1, -1):
         if above + hist[b] >= k:
             return b, k - above
         above += hist[b]
@@ -81,36 +100,40 @@ def find_bin(hist, k):
 
 
 @njit(cache=True)
-def select_threshold(bits, abs_mask, key_bits, k, hist, cand):
-    """Exact k-th largest key (bits & abs_mask) of a block, and how many keys equal to it to take.
+def select_threshold(keys, key_bits, k, hist, cand):
+    """Exact k-th largest of the (already masked) keys of a block, and how many keys equal to it
+    to take (k minus the count of larger keys).
 
-    hist: RADIX_BINS int64 scratch; cand: scratch of bits' dtype, at least bits.size long.
+    Radix select on RADIX_BITS-bit digits, top digit first; once at most SORT_BELOW keys share
+    the chosen digits, the rest is a sort of those few. hist: RADIX_BINS int64 scratch; cand:
+    scratch of keys' dtype, at least keys.size long.
     """
     mask = np.uint64(RADIX_BINS - 1)
     shift = np.uint64(key_bits - RADIX_BITS)
-    hist[:] = 0
-    for i in range(bits.size):
-        hist[(np.uint64(bits[i] & abs_mask) >> shift) & mask] += 1
-    chosen, need = find_bin(hist, k)
+    chosen, need = find_bin(hist, k, digit_histogram(keys, shift, hist))
     m = 0
-    for i in range(bits.size):
-        key = bits[i] & abs_mask
-        if (np.uint64(key) >> shift) & mask == chosen:
-            cand[m] = key
-            m += 1
-    while shift > 0:
+    for i in range(keys.size):
+        key = keys[i]
+        cand[m] = key
+        m += (np.uint64(key) >> shift) & mask == chosen
+    while shift > 0 and m > SORT_BELOW:
         shift = shift - np.uint64(min(RADIX_BITS, shift))
-        hist[:] = 0
-        for i in range(m):
-            hist[(np.uint64(cand[i]) >> shift) & mask] += 1
-        chosen, need = find_bin(hist, need)
+        chosen, need = find_bin(hist, need, digit_histogram(cand[:m], shift, hist))
         kept = 0
         for i in range(m):
-            if (np.uint64(cand[i]) >> shift) & mask == chosen:
-                cand[kept] = cand[i]
-                kept += 1
+            key = cand[i]
+            cand[kept] = key
+            kept += (np.uint64(key) >> shift) & mask == chosen
         m = kept
-    return cand[0], need
+    if m > SORT_BELOW:  # every digit matched: the m keys left are all equal
+        return cand[0], need
+    rest = cand[:m]
+    rest.sort()
+    threshold = rest[m - need]
+    larger = 0
+    for i in range(m - need + 1, m):
+        larger += rest[i] > threshold
+    return threshold, need - larger
 
 
 @njit(cache=True)
@@ -126,9 +149,12 @@ def sample_floor(keys, abs_mask, key_bits, k, hist):
     shift = np.uint64(key_bits - RADIX_BITS)
     mask = np.uint64(RADIX_BINS - 1)
     hist[:] = 0
+    top = 0
     for i in range(n_sample):
-        hist[(np.uint64(keys[i * SAMPLE_STRIDE] & abs_mask) >> shift) & mask] += 1
-    chosen = find_bin(hist, rank)[0]
+        digit = (np.uint64(keys[i * SAMPLE_STRIDE] & abs_mask) >> shift) & mask
+        hist[digit] += 1
+        top = max(top, np.int64(digit))
+    chosen = find_bin(hist, rank, top)[0]
     return keys.dtype.type(np.uint64(chosen) << shift)
 
 
@@ -136,23 +162,25 @@ def sample_floor(keys, abs_mask, key_bits, k, hist):
 def gather_candidates(keys, abs_mask, floor, cand_keys, cand_idx):
     """Keys >= floor (masked) and their positions, ascending; returns their count.
 
-    Chunks of CHUNK keys are tested with a vectorized max first; only chunks holding a
-    candidate take the (branch-free) compaction loop.
+    Per group of GROUP keys, one branch-free (vectorized) pass packs the tests into a bit mask;
+    the set bits are then visited lowest first (trailing-zero count), so the work beyond the
+    pass is one short step per candidate.
     """
     n = keys.size
     m = 0
-    whole = n - n % CHUNK
-    for c in range(0, whole, CHUNK):
-        chunk = keys[c : c + CHUNK]
-        top = chunk[0] & abs_mask
-        for lane in range(1, CHUNK):
-            top = max(top, chunk[lane] & abs_mask)
-        if top >= floor:
-            for lane in range(CHUNK):
-                key = chunk[lane] & abs_mask
-                cand_keys[m] = key
-                cand_idx[m] = c + lane
-                m += key >= floor
+    whole = n - n % GROUP
+    one = np.uint64(1)
+    for g in range(0, whole, GROUP):
+        group = keys[g : g + GROUP]
+        hits = np.uint64(0)
+        for lane in range(GROUP):
+            hits |= np.uint64((group[lane] & abs_mask) >= floor) << np.uint64(lane)
+        while hits != 0:
+            lane = trailing_zeros(hits)
+            cand_keys[m] = group[lane] & abs_mask
+            cand_idx[m] = g + lane
+            m += 1
+            hits &= hits - one
     for i in range(whole, n):
         key = keys[i] & abs_mask
         if key >= floor:
@@ -175,15 +203,15 @@ def select_top_k(keys, abs_mask, key_bits, k, idx, cand_keys, cand_idx, narrow, 
     m = gather_candidates(keys, abs_mask, floor, cand_keys, cand_idx)
     if m < k:
         m = gather_candidates(keys, abs_mask, keys.dtype.type(0), cand_keys, cand_idx)
-    threshold, take_equal = select_threshold(cand_keys[:m], abs_mask, key_bits, k, hist, narrow)
+    threshold, take_equal = select_threshold(cand_keys[:m], key_bits, k, hist, narrow)
     pos = 0
-    for i in range(m):
+    for i in range(m):  # branch-free: which candidates win is unpredictable
         key = cand_keys[i]
-        if key > threshold or (key == threshold and take_equal > 0):
-            if key == threshold:
-                take_equal -= 1
-            idx[pos] = cand_idx[i]
-            pos += 1
+        equal = key == threshold
+        take = (key > threshold) | (equal & (take_equal > 0))
+        idx[pos] = cand_idx[i]
+        pos += take
+        take_equal -= equal & take
 
 
 @njit(cache=True)

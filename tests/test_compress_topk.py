@@ -65,6 +65,24 @@ def test_ties_go_to_the_lowest_index():
     np.testing.assert_array_equal(zeros.indices, [0, 1, 2, 0, 1, 2])
 
 
+@pytest.mark.parametrize("levels", [3, 50, 1000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_heavy_ties_match_a_stable_sort(levels, dtype):
+    # Few distinct magnitudes: many keys share the threshold (the radix select's all-equal end
+    # and its small-remainder sort); the reference is a stable sort by descending magnitude.
+    rng = np.random.default_rng(levels)
+    block_size = 16384
+    x = (rng.integers(-levels, levels + 1, 2 * block_size + 777) / levels).astype(dtype)
+    sparse = compress.topk_blocks(x, density=0.01, block_size=block_size)
+    counts = compress.block_counts(x.size, density=0.01, block_size=block_size)
+    for b, start in enumerate(range(0, x.size, block_size)):
+        block = x[start : start + block_size]
+        k = counts.k_full if b < counts.n_blocks - 1 else counts.k_tail
+        expected = np.sort(np.argsort(-np.abs(block), kind="stable")[:k])
+        got = sparse.indices[b * counts.k_full : b * counts.k_full + k]
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_density_one_selects_everything():
     x = np.random.default_rng(3).standard_normal(1000).astype(np.float32)
     sparse = compress.topk_blocks(x, density=1.0, block_size=300)
