@@ -100,6 +100,38 @@ def _apply_update(
     param.add_(scratch)
 
 
+def moment_exponent(grad: torch.Tensor, u: torch.Tensor, beta2: float, dtype: torch.dtype) -> int:
+    """e ≥ 0 such that V·4^-e fits `dtype` with room to spare; 0 (nothing scaled) when V does.
+
+    V's entries are bounded by β2·sqrt(k)·max|U| + (1−β2)·max|G|², computed in log2 so that it
+    cannot overflow: V is left as is while the bound is below 2^(maxexp − 28) (2^100 in float32,
+    |G| up to about 3e16 at β2 = 0.999), else e brings the bound to about 1. Cost: one read pass
+    over G for max|G| and one over the n×k factor U.
+    """
+    logs = []
+    peak_grad = float(torch.linalg.vector_norm(grad, ord=math.inf))
+    if peak_grad > 0 and beta2 < 1:
+        logs.append(2.0 * math.log2(peak_grad) + math.log2(1.0 - beta2))
+    peak_u = float(u.abs().max()) if u.numel() else 0.0
+    if peak_u > 0:
+        logs.append(math.log2(peak_u) + 0.5 * math.log2(u.shape[1]))
+    log_bound = max(logs, default=-math.inf) + 1.0
+    if log_bound <= _max_exponent(dtype) - 28:
+        return 0
+    return math.ceil(log_bound / 2)
+
+
+def _max_exponent(dtype: torch.dtype) -> int:
+    """e with 2^(e−1) <= finfo.max < 2^e: 128 for float32, 1024 for float64."""
+    return math.frexp(torch.finfo(dtype).max)[1]
+
+
+def _times_power_of_two(t: torch.Tensor, exponent: int) -> torch.Tensor:
+    """t·2^exponent in place, in two exact multiplications so each factor is representable."""
+    half = exponent // 2
+    return t.mul_(2.0**half).mul_(2.0 ** (exponent - half))
+
+
 def adapprox_step(
     param: torch.Tensor,
     grad: torch.Tensor,
@@ -128,21 +160,33 @@ def adapprox_step(
     divided by 1 − β2^t and M by 1 − β1^t (Adam's corrections; off in the reconstruction).
     Negative entries of the rebuilt β2-term (a low-rank product need not be non-negative) are
     clamped to zero before G² is mixed in, which keeps V ≥ (1−β2)·G² > 0 wherever G ≠ 0.
+
+    Large finite gradients: when V could leave the dtype's range (`moment_exponent` e > 0) the
+    step works on V·4^-e and G·2^-e (exact power-of-two scalings, one extra m×n copy of G·2^-e
+    that step only), so Û is the exact Adam direction. U is stored scaled back by 4^e, but
+    saturated at 2^(maxexp − 2) in max-abs: a second moment beyond the dtype's range is kept at
+    the largest storable magnitude (its shape intact), never as Inf or NaN.
     """
     Q, U = state["Q"], state["U"]
     k_cap = Q.shape[1]
     as_param = workspace.view(param.shape)
     step = int(state["step"]) + 1
     rank = int(state["rank"])
+    exponent = moment_exponent(grad, U[:, :rank], beta2, workspace.dtype)
 
     # Clamp the rebuilt moment BEFORE mixing in G², so V ≥ (1−β2)·G² and |Û| ≤ 1/sqrt(1−β2):
     # clamping after lets a negative fit make Û = G/ε, and the RMS clip then shrinks the whole
     # matrix's update (measured: ~400× on a small LM).
     if rank:
-        torch.mm(Q[:, :rank], U[:, :rank].T, out=workspace)
+        factor = U[:, :rank]
+        if exponent:
+            factor = _times_power_of_two(factor.clone(), -2 * exponent)
+        torch.mm(Q[:, :rank], factor.T, out=workspace)
         workspace.clamp_min_(0.0).mul_(beta2)
     else:
         workspace.zero_()
+    if exponent:
+        grad = grad * 2.0**-exponent
     as_param.addcmul_(grad, grad, value=1.0 - beta2)
 
     result = randla.adaptive_srsi(
@@ -158,13 +202,17 @@ def adapprox_step(
         rng=[int(state["key"]), step],
         out=(Q, U),
     )
+    if exponent:
+        _restore_saturated(U[:, : result.factors.rank], 2 * exponent)
     state["rank"].fill_(result.factors.rank)
     state["next_rank"].fill_(result.next_rank)
     state["step"].fill_(step)
 
     # Û = G / (sqrt(V/c2) + ε) = √c2 · G / (sqrt(V) + ε√c2), c2 the second-moment correction.
     root_c2 = math.sqrt(1.0 - beta2**step) if bias_correction else 1.0
-    workspace.sqrt_().add_(eps * root_c2)
+    # On the scaled path ε scales with G; kept >= the smallest normal so 0/0 cannot occur.
+    floor = eps * root_c2 * 2.0**-exponent
+    workspace.sqrt_().add_(max(floor, torch.finfo(workspace.dtype).tiny) if eps else 0.0)
     torch.div(grad, as_param, out=as_param)
     rms = root_c2 * float(torch.linalg.vector_norm(workspace)) / math.sqrt(workspace.numel())
     scale = root_c2 / max(1.0, rms / clip_threshold)
@@ -177,6 +225,14 @@ def adapprox_step(
         _apply_update(param, exp_avg, step_size, lr * weight_decay, as_param)
     else:
         _apply_update(param, as_param, lr * scale * sign, lr * weight_decay, as_param)
+
+
+def _restore_saturated(u: torch.Tensor, exponent: int) -> None:
+    """u ← u·2^exponent in place, lowered so that max|u| stays below 2^(maxexp − 2)."""
+    peak = float(u.abs().max())
+    if peak > 0:
+        exponent = min(exponent, _max_exponent(u.dtype) - 2 - math.frexp(peak)[1])
+    _times_power_of_two(u, exponent)
 
 
 class Adapprox(SmallStateOptimizer):

@@ -25,10 +25,21 @@ def matrix(a: Any, name: str = "A") -> float:
     float_dtype(a, name)
     total = _backend.sum_squares(a)
     if not np.isfinite(total):
-        xp = _backend.namespace(a)
-        if not bool(xp.isfinite(a).all()):
-            raise ValueError(f"{name} must be finite, got NaN or Inf entries")
+        finite(a, name)
     return total
+
+
+def finite(a: Any, name: str) -> None:
+    """Refuse NaN or Inf entries (one pass over `a`)."""
+    if not bool(_backend.namespace(a).isfinite(a).all()):
+        raise ValueError(f"{name} must be finite, got NaN or Inf entries")
+
+
+def positive_real(value: Any, name: str) -> float:
+    """A real number > 0 (Python or numpy int/float, not bool) as a Python float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a float > 0, got {value!r}")
+    return float(value)
 
 
 def float_dtype(a: Any, name: str) -> None:
@@ -54,15 +65,25 @@ def orth(method: Any, name: str = "orth") -> str:
 
 
 def generator(rng: Any) -> Any:
-    """A numpy or CuPy Generator from None, an int seed, a sequence of ints or a Generator."""
+    """A numpy or CuPy Generator from None, a seed >= 0, a sequence of seeds or a Generator."""
     if isinstance(rng, np.random.Generator) or type(rng).__module__.startswith("cupy"):
         return rng
-    if rng is None or (isinstance(rng, numbers.Integral) and not isinstance(rng, bool)):
-        return np.random.default_rng(rng)
-    if isinstance(rng, Sequence) and not isinstance(rng, str):
-        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in rng):
-            return np.random.default_rng([int(v) for v in rng])
-    raise TypeError(
-        "rng must be None, an int, a sequence of ints or a numpy/CuPy Generator, "
-        f"got {type(rng).__name__}"
-    )
+    if rng is None:
+        return np.random.default_rng()
+    if _is_int(rng):
+        seed: int | list[int] = int(rng)
+        seeds = [seed]
+    elif isinstance(rng, Sequence) and not isinstance(rng, str) and all(map(_is_int, rng)):
+        seed = seeds = [int(v) for v in rng]
+    else:
+        raise TypeError(
+            "rng must be None, an int, a sequence of ints or a numpy/CuPy Generator, "
+            f"got {type(rng).__name__}"
+        )
+    if any(value < 0 for value in seeds):
+        raise ValueError(f"rng must be a seed >= 0 or a sequence of them, got {rng!r}")
+    return np.random.default_rng(seed)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

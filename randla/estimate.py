@@ -17,7 +17,8 @@ def estimate_error(A: Any, Q: Any, U: Any, *, probes: int = 8, rng: Any = None) 
     sqrt(‖A W − Q (Uᵀ W)‖_F² / r); E‖E w‖² = ‖E‖_F² for a standard normal w, so the squared
     estimate is unbiased, with relative standard deviation at most sqrt(2/r). Because the residual
     is formed explicitly (no cancellation of squared norms) it stays accurate in float32 far below
-    the cumulative-norm identity's floor (about 3.5e-3 relative). Q and U need not be orthonormal.
+    the cumulative-norm identity's floor (about 3.5e-3 relative). Q and U need not be orthonormal
+    but must be finite (ValueError otherwise).
     The result is never below 100·eps(dtype)·‖A‖_F.
 
     Cost: 2·m·n·r + 2·(m + n)·k·r flops, one pass over A.
@@ -37,6 +38,7 @@ def estimate_error(A: Any, Q: Any, U: Any, *, probes: int = 8, rng: Any = None) 
             )
         if factor.dtype != a.dtype:
             raise TypeError(f"{name} must have A's dtype {a.dtype}, got {factor.dtype}")
+        _checks.finite(factor, name)
     probes = _checks.integer(probes, "probes", 1)
     w = _backend.standard_normal(
         _checks.generator(rng), (n, probes), a.dtype, _backend.namespace(a)

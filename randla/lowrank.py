@@ -62,10 +62,11 @@ class LowRank:
 def identity_prefix_errors(total_squares: float, u: Any) -> tuple[np.ndarray, np.ndarray]:
     """Relative error of every prefix of (Q, U) and whether the identity resolves it.
 
-    Cost: one pass over U (n·k) plus a length-k cumulative sum, all accumulated in float64.
+    Cost: one pass over U (n·k), squared and summed in float64 (no float32 overflow for
+    |u| > 1.8e19), plus a length-k cumulative sum.
     """
     xp = _backend.namespace(u)
-    column_squares = xp.sum(xp.square(u), axis=0, dtype=xp.float64)
+    column_squares = xp.sum(xp.square(u.astype(xp.float64)), axis=0)
     captured = np.cumsum(_backend.to_host(column_squares))
     floor = identity_floor(u.dtype)
     if total_squares <= 0.0:

@@ -25,7 +25,8 @@ def orthonormalize(Y: Any, *, method: str = "qr") -> Any:
       scikit-learn's randomized_range_finder uses between power iterations, and randla uses it
       only between sweeps (the last sweep always orthonormalizes with QR).
 
-    The dtype is preserved (float32 stays float32, using float32 LAPACK). Accepts numpy, CuPy or
+    Y must be finite (ValueError otherwise). The dtype is preserved (float32 stays float32,
+    using float32 LAPACK). Accepts numpy, CuPy or
     torch (returned as torch, on the input's device).
 
     References: Halko, Martinsson, Tropp, SIAM Review 53(2), 2011, §4.5 (HMT); Fukaya,
@@ -37,6 +38,7 @@ def orthonormalize(Y: Any, *, method: str = "qr") -> Any:
             f"Y must be a 2-D block with rows >= columns >= 1, got shape {tuple(core.shape)}"
         )
     _checks.float_dtype(core, "Y")
+    _checks.finite(core, "Y")
     _checks.orth(method, "method")
     return back(orthonormal_basis(core.copy(order="F"), method))
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from randla import _backend, _checks
+from randla import _backend, _checks, _scaling
 from randla.estimate import probe_prefix_errors
 from randla.lowrank import LowRank, identity_prefix_errors
 from randla.orth import orthonormal_basis
@@ -38,11 +38,17 @@ def srsi(
     The returned :class:`LowRank` carries the relative error of every prefix from the
     cumulative-norm identity (float64, exact up to its floor sqrt(100·eps)).
 
+    Scale invariance: U is never normalized, so A·U grows like ‖A‖². When ‖A‖_F is outside
+    2^±48 (float32; 2^±496 in float64) A is first multiplied by a power of two bringing ‖A‖_F
+    near 1 (exact: only exponents change) and U is multiplied back at the end; inside that range
+    nothing is done. Factors whose true size exceeds the dtype's range still overflow.
+
     ``out=(Q_buf, U_buf)``: optional preallocated arrays of shapes (m, ≥rank) and (n, ≥rank) in
     A's dtype; the factors are written into their first ``rank`` columns and returned as views.
 
     Cost: 4·m·n·l·sweeps flops in GEMMs, plus ``sweeps`` orthonormalizations of an m×l block
-    (≈ 4·m·l² each) and one pass over A for ‖A‖_F². Memory: (m + n)·l workspace.
+    (≈ 4·m·l² each) and one pass over A for ‖A‖_F². Out of the safe range: one scaled copy of
+    A (two more passes). Memory: (m + n)·l workspace.
 
     Reference: Zhao et al., Adapprox, arXiv 2403.14958, §3 (S-RSI); Halko, Martinsson, Tropp,
     SIAM Review 2011, Algorithm 4.4 (randomized subspace iteration).
@@ -51,6 +57,7 @@ def srsi(
     total_squares = _checks.matrix(a)
     rank = _checks.integer(rank, "rank", 1, min(a.shape))
     buffers = _output_buffers(out, a, rank)
+    a, total_squares, exponent = _scaling.to_unit_scale(a, total_squares)
     factors = _factorize(
         a,
         total_squares,
@@ -60,7 +67,7 @@ def srsi(
         orth=_checks.orth(orth),
         rng=_checks.generator(rng),
     )
-    return _deliver(factors.truncate(rank), buffers, back)
+    return _deliver(factors.truncate(rank), exponent, buffers, back)
 
 
 @dataclass(frozen=True)
@@ -120,11 +127,11 @@ def adaptive_srsi(
     k_min = _checks.integer(k_min, "k_min", 1, k_max)
     rank = _checks.integer(rank, "rank", k_min, k_max)
     delta = math.ceil(0.02 * k_max) if delta is None else _checks.integer(delta, "delta", 1)
-    if isinstance(tol, bool) or not isinstance(tol, int | float) or not tol > 0:
-        raise ValueError(f"tol must be a float > 0, got {tol!r}")
+    tol = _checks.positive_real(tol, "tol")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     buffers = _output_buffers(out, a, k_max)
+    a, total_squares, exponent = _scaling.to_unit_scale(a, total_squares)
     options = dict(
         oversample=_checks.integer(oversample, "oversample", 0),
         sweeps=_checks.integer(sweeps, "sweeps", 1),
@@ -145,7 +152,9 @@ def adaptive_srsi(
         meeting = np.flatnonzero(errors[k_min - 1 : rank] <= tol)
         kept = next_rank = k_min + int(meeting[0]) if meeting.size else rank
     return AdaptiveResult(
-        _deliver(factors.truncate(kept), buffers, back), next_rank, float(errors[kept - 1])
+        _deliver(factors.truncate(kept), exponent, buffers, back),
+        next_rank,
+        float(errors[kept - 1]),
     )
 
 
@@ -195,12 +204,15 @@ def _output_buffers(out: Any, a: Any, columns: int) -> tuple[Any, Any] | None:
     return buffers[0], buffers[1]
 
 
-def _deliver(factors: LowRank, buffers: tuple[Any, Any] | None, back: Any) -> LowRank:
-    """Copy into the caller's buffers if given, and convert to the caller's array kind."""
+def _deliver(
+    factors: LowRank, exponent: int, buffers: tuple[Any, Any] | None, back: Any
+) -> LowRank:
+    """Scale U back by 2^exponent, copy into the caller's buffers if given, convert back."""
     q, u = factors.Q, factors.U
     if buffers is not None:
         k = factors.rank
         buffers[0][:, :k] = q
         buffers[1][:, :k] = u
         q, u = buffers[0][:, :k], buffers[1][:, :k]
+    _scaling.restore_scale(u, exponent)
     return LowRank(back(q), back(u), factors.prefix_errors, factors.resolved)

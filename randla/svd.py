@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from randla import _backend, _checks
+from randla import _backend, _checks, _scaling
 from randla.orth import orthonormal_basis
 
 
@@ -76,15 +76,19 @@ def subspace_iteration(A: Any, Q0: Any, *, iters: int = 1, orth: str = "qr") -> 
 
     LDAdam's "power iteration" warm start: one step refreshes a projection basis that tracks a
     slowly moving dominant subspace. No orthonormalization between the two products (Q0 is
-    orthonormal); ``orth="lu"`` uses LU for all but the last step, which uses QR.
+    orthonormal); ``orth="lu"`` uses LU for all but the last step, which uses QR. A(AᵀQ) grows
+    like ‖A‖², so an A with ‖A‖_F outside 2^±48 (float32; 2^±496 in float64) is first scaled
+    by a power of two to ‖A‖_F ≈ 1 (exact, and Q does not depend on it); inside, nothing is done.
+    A and Q0 must be finite.
 
-    Cost: 4·m·n·k flops in GEMMs plus one orthonormalization (≈ 4·m·k²) per iteration.
+    Cost: 4·m·n·k flops in GEMMs plus one orthonormalization (≈ 4·m·k²) per iteration; out of
+    the safe range, one scaled copy of A.
 
     Reference: Halko, Martinsson, Tropp, SIAM Review 2011, Algorithm 4.4; Robert et al., LDAdam,
     arXiv 2410.16103, §3.
     """
     a, back = _backend.to_core(A, "A")
-    _checks.matrix(a)
+    total_squares = _checks.matrix(a)
     q, _ = _backend.to_core(Q0, "Q0")
     if q.ndim != 2 or q.shape[0] != a.shape[0] or not 1 <= q.shape[1] <= min(a.shape):
         raise ValueError(
@@ -93,8 +97,10 @@ def subspace_iteration(A: Any, Q0: Any, *, iters: int = 1, orth: str = "qr") -> 
         )
     if q.dtype != a.dtype:
         raise TypeError(f"Q0 must have A's dtype {a.dtype}, got {q.dtype}")
+    _checks.finite(q, "Q0")
     iters = _checks.integer(iters, "iters", 1)
     orth = _checks.orth(orth)
+    a, _, _ = _scaling.to_unit_scale(a, total_squares)
     for step in range(iters):
         method = "qr" if orth == "lu" and step == iters - 1 else orth
         q = orthonormal_basis(_backend.matmul(a, _backend.matmul(a, q, transpose_a=True)), method)
