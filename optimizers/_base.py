@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ._threads import single_threaded_blas
 from ._validation import COMMON_CHECKS, Check
 
 STATE_FORMAT = 1
@@ -70,6 +71,9 @@ class SmallStateOptimizer(torch.optim.Optimizer):
 
     def _path(self, state: dict) -> str:
         return "dense"
+
+    def _check_loaded_values(self, param: torch.Tensor, group: dict, loaded: dict) -> None:
+        """Refuse (ValueError) loaded state values this optimizer cannot step from; no-op here."""
 
     # ----------------------------------------------------------------- groups
     def _validate(self, options: dict[str, Any]) -> None:
@@ -132,17 +136,19 @@ class SmallStateOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                grad = self._usable_grad(param, group)
-                if grad is None:
-                    continue
-                state = self.state[param]
-                if not state:
-                    state.update(self._init_state(param, group, self._param_key(param, group)))
-                self._update(param, grad, state, group)
+        with single_threaded_blas():
+            for group in self.param_groups:
+                for param in group["params"]:
+                    if param.grad is None:
+                        continue
+                    grad = self._usable_grad(param, group)
+                    if grad is None:
+                        continue
+                    state = self.state[param]
+                    if not state:
+                        key = self._param_key(param, group)
+                        state.update(self._init_state(param, group, key))
+                    self._update(param, grad, state, group)
         return loss
 
     # ----------------------------------------------------------------- checkpoints
@@ -227,6 +233,7 @@ class SmallStateOptimizer(torch.optim.Optimizer):
                     f"state {key!r} of {where} is a {type(got).__name__}, "
                     f"expected a {type(want).__name__}"
                 )
+        self._check_loaded_values(param, group, loaded)
 
     # ----------------------------------------------------------------- accounting
     def describe(self) -> list[ParamReport]:
