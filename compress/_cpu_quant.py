@@ -21,6 +21,7 @@ from numba import njit
 from ._scalar import (
     bf16_bits_to_f32,
     bucket_steps,
+    dequant_value,
     f32_to_bf16_bits_outward,
     hash_uniform,
     quant_code,
@@ -95,29 +96,33 @@ def quantize_range(
                 lo = min(lo, v)
                 hi = max(hi, v)
         lo, hi = store_bounds(lo, hi, lo_out, hi_out, b0 + q // bucket, bf16_bounds)
-        inv_step = bucket_steps(lo, hi, max_code)[1]
+        scale, _, base, _, inv_step = bucket_steps(lo, hi, max_code)
         if stochastic:
             for j in range(n):
                 offsets[j] = hash_uniform(seed, e + j)
         if bits == 8:
             out = codes[e : e + n]
             for j in range(n):
-                out[j] = quant_code(part[j], lo, inv_step, offsets[j], max_code)
+                out[j] = quant_code(part[j], scale, base, inv_step, offsets[j], max_code)
             continue
         j = 0
         if e & 1 == 1:  # this bucket starts in the low nibble of a byte its predecessor began
-            codes[e >> 1] |= quant_code(part[0], lo, inv_step, offsets[0], max_code)
+            codes[e >> 1] |= quant_code(part[0], scale, base, inv_step, offsets[0], max_code)
             j = 1
         n_pairs = (n - j) >> 1
         pairs = part[j : j + 2 * n_pairs]
         out = codes[(e + j) >> 1 : ((e + j) >> 1) + n_pairs]
         for p in range(n_pairs):
-            high = quant_code(pairs[2 * p], lo, inv_step, offsets[j + 2 * p], max_code)
-            low = quant_code(pairs[2 * p + 1], lo, inv_step, offsets[j + 2 * p + 1], max_code)
+            high = quant_code(pairs[2 * p], scale, base, inv_step, offsets[j + 2 * p], max_code)
+            low = quant_code(
+                pairs[2 * p + 1], scale, base, inv_step, offsets[j + 2 * p + 1], max_code
+            )
             out[p] = (high << 4) | low
         j += 2 * n_pairs
         if j < n:
-            codes[(e + j) >> 1] = quant_code(part[j], lo, inv_step, offsets[j], max_code) << 4
+            codes[(e + j) >> 1] = (
+                quant_code(part[j], scale, base, inv_step, offsets[j], max_code) << 4
+            )
 
 
 @njit(cache=True)
@@ -129,17 +134,17 @@ def dequantize_range(codes, first, lo_arr, hi_arr, b0, bits, bucket, bf16_bounds
         e = first + q
         b = b0 + q // bucket
         lo = load_bound(lo_arr, b, bf16_bounds)
-        step = bucket_steps(lo, load_bound(hi_arr, b, bf16_bounds), max_code)[0]
+        _, unscale, base, step, _ = bucket_steps(lo, load_bound(hi_arr, b, bf16_bounds), max_code)
         part = dst[q : q + n]  # views indexed from 0: no negative-index wraparound code
         if bits == 8:
             src = codes[e : e + n]
             for j in range(n):
-                v = np.float32(src[j]) * step + lo
+                v = dequant_value(src[j], step, base, unscale)
                 part[j] = part[j] + v if add else v
             continue
         j = 0
         if e & 1 == 1:
-            v = np.float32(codes[e >> 1] & 15) * step + lo
+            v = dequant_value(codes[e >> 1] & 15, step, base, unscale)
             part[0] = part[0] + v if add else v
             j = 1
         n_pairs = (n - j) >> 1
@@ -147,13 +152,13 @@ def dequantize_range(codes, first, lo_arr, hi_arr, b0, bits, bucket, bf16_bounds
         pairs = part[j : j + 2 * n_pairs]
         for p in range(n_pairs):
             byte = np.int32(src[p])
-            high = np.float32(byte >> 4) * step + lo
-            low = np.float32(byte & 15) * step + lo
+            high = dequant_value(byte >> 4, step, base, unscale)
+            low = dequant_value(byte & 15, step, base, unscale)
             pairs[2 * p] = pairs[2 * p] + high if add else high
             pairs[2 * p + 1] = pairs[2 * p + 1] + low if add else low
         j += 2 * n_pairs
         if j < n:
-            v = np.float32(codes[(e + j) >> 1] >> 4) * step + lo
+            v = dequant_value(codes[(e + j) >> 1] >> 4, step, base, unscale)
             part[j] = part[j] + v if add else v
 
 

@@ -1,9 +1,10 @@
 """CPU (Numba) kernels of the sliding-window Adam statistics (ALGORITHMS.md §2.4).
 
-Per block, a block-local scratch (M, S; float64 for float64 window values, else float32) is
-touched only at the window's indices: zero the selected slots, accumulate β^age-weighted values
-and squares row by row (oldest row first), then read u back at the same slots. Cost O(m·k) flops
-and bytes, independent of the dense length.
+Per block, a block-local float64 scratch (M, S) is touched only at the window's indices: zero
+the selected slots, accumulate β^age-weighted values and squares row by row (oldest row first),
+then read u back at the same slots. float64 holds v² and the sums of any finite float32 or bf16
+values without overflow (|v| up to 3.4e38). Cost O(m·k) flops and bytes, independent of the
+dense length; the scratch is block-local, so its width costs no memory traffic.
 """
 
 import math
@@ -37,7 +38,7 @@ def accumulate_block_moments(
 
 @njit(cache=True)
 def adam_direction(m_scratch, s_scratch, j, c1, c2, eps):
-    """u = c1·M[j] / (sqrt(c2·S[j]) + eps) in the scratch's float type."""
+    """u = c1·M[j] / (sqrt(c2·S[j]) + eps) in float64."""
     root = m_scratch.dtype.type(math.sqrt(c2 * s_scratch[j]))
     return c1 * m_scratch[j] / (root + eps)
 
@@ -99,12 +100,12 @@ def window_adam_apply_kernel(
 ):
     """param[j] -= lr·u[j] once per coordinate of the window's support (S = -1 marks done).
 
-    Scratch, weights, c1, c2, eps have w1's float type (float64 for float64 window values).
-    Native float32/float64 params update in their dtype; bf16/f16 bits in float32, then round.
+    Scratch, weights, c1, c2, eps are float64. u is rounded to the parameter's float type and the
+    update runs in it (lr has that type); bf16/f16 bits update in float32, then round to nearest
+    even.
     """
     n = param.size
     n_blocks = (n + block_size - 1) // block_size
-    lr32 = np.float32(lr)
     for w in numba.prange(n_workers):
         m_scratch = np.empty(block_size, w1.dtype)
         s_scratch = np.empty(block_size, w1.dtype)
@@ -123,7 +124,7 @@ def window_adam_apply_kernel(
                     u = adam_direction(m_scratch, s_scratch, j, c1, c2, eps)
                     s_scratch[j] = -1.0
                     if param_kind == NATIVE:
-                        param[base + j] = param[base + j] - lr * u
+                        param[base + j] = param[base + j] - lr * param.dtype.type(u)
                     else:
                         p = np.float32(load_value(param, base + j, param_kind))
-                        store_value(param, base + j, p - lr32 * u, param_kind)
+                        store_value(param, base + j, p - lr * np.float32(u), param_kind)

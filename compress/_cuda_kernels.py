@@ -23,6 +23,7 @@ f16_bits_to_f32 = cuda.jit(device=True)(_scalar.f16_bits_to_f32_py)
 f32_to_f16_bits = cuda.jit(device=True)(_scalar.f32_to_f16_bits_py)
 hash_uniform = cuda.jit(device=True)(_scalar.hash_uniform_py)
 quant_code = cuda.jit(device=True)(_scalar.quant_code_py)
+dequant_value = cuda.jit(device=True)(_scalar.dequant_value_py)
 bucket_steps = cuda.jit(device=True)(_scalar.bucket_steps_py)
 
 
@@ -63,8 +64,8 @@ def read_code(codes, e, bits):
 def decode(codes, e, lo_arr, hi_arr, b, bits, bf16_bounds):
     lo = load_bound(lo_arr, b, bf16_bounds)
     hi = load_bound(hi_arr, b, bf16_bounds)
-    step = bucket_steps(lo, hi, (1 << bits) - 1)[0]
-    return np.float32(read_code(codes, e, bits)) * step + lo
+    _, unscale, base, step, _ = bucket_steps(lo, hi, (1 << bits) - 1)
+    return dequant_value(read_code(codes, e, bits), step, base, unscale)
 
 
 @cuda.jit(device=True)
@@ -100,11 +101,11 @@ def quantize_bucket(
         lo_out[b] = lo
         hi_out[b] = hi
     max_code = (1 << bits) - 1
-    inv_step = bucket_steps(lo, hi, max_code)[1]
+    scale, _, base, _, inv_step = bucket_steps(lo, hi, max_code)
     for j in range(n):
         e = first + j
         offset = hash_uniform(seed, e) if stochastic else np.float32(0.5)
-        c = quant_code(np.float32(src[src_first + j]), lo, inv_step, offset, max_code)
+        c = quant_code(np.float32(src[src_first + j]), scale, base, inv_step, offset, max_code)
         if bits == 8:
             codes[e] = c
         elif e & 1 == 0:
@@ -366,7 +367,6 @@ def window_adam_apply_kernel(
     """param -= lr·u once per support coordinate: the first thread to flip its flag applies."""
     n_blocks = (param.size + block_size - 1) // block_size
     w = cuda.blockIdx.x
-    lr32 = np.float32(lr)
     for b in range(w, n_blocks, cuda.gridDim.x):
         first = b * k_full
         k = block_k(b, n_blocks, k_full, k_tail)
@@ -389,10 +389,10 @@ def window_adam_apply_kernel(
                 u = adam_direction(m_scratch[w], s_scratch[w], j, c1, c2, eps)
                 i = b * block_size + j
                 if param_kind == 0:
-                    param[i] = param[i] - lr * u
+                    param[i] = param[i] - lr * param.dtype.type(u)
                 else:
                     p = np.float32(load_value(param, i, param_kind))
-                    store_value(param, i, p - lr32 * u, param_kind)
+                    store_value(param, i, p - lr * np.float32(u), param_kind)
         cuda.syncthreads()
 
 

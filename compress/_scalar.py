@@ -31,15 +31,17 @@ def f32_to_bf16_bits_py(x):
 
 
 def f32_to_bf16_bits_outward_py(x, up):
-    """float32 -> bfloat16 bits rounded toward +inf (`up`) or toward -inf (not `up`).
+    """float32 -> bfloat16 bits rounded toward +inf (`up`) or toward -inf (not `up`), saturating
+    at ±bf16 max (3.3895e38): a finite x never becomes ±Inf. NaN and ±Inf pass through.
 
-    Used for quantization bounds so that every element stays inside [lo, hi] after rounding.
+    Used for quantization bounds so that every element stays inside [lo, hi] after rounding (x
+    past bf16's largest finite value is the exception: it decodes to that value, within 0.4%).
     """
     u = np.float32(x).view(np.uint32)
     t = u >> np.uint32(16)
     inexact = (t << np.uint32(16)) != u
     positive = (u >> np.uint32(31)) == np.uint32(0)
-    if inexact and positive == up:
+    if inexact and positive == up and (t & np.uint32(0x7FFF)) != np.uint32(0x7F7F):
         t = t + np.uint32(1)
     return np.uint16(t)
 
@@ -96,23 +98,48 @@ def hash_uniform_py(seed, index):
     return np.float32(z >> np.uint64(40)) * np.float32(1.0 / 16777216.0)
 
 
-def quant_code_py(x, lo, inv_step, offset, max_code):
-    """code = floor((x - lo) / step + offset) clamped to [0, max_code], branch-free.
+def quant_code_py(x, scale, base, inv_step, offset, max_code):
+    """code = floor((x·scale - base) / step + offset) clamped to [0, max_code], branch-free.
 
-    offset = 0.5 is round_half_up; a uniform offset in [0, 1) is stochastic rounding. Clamping
-    first makes truncation a floor (v >= 0).
+    (scale, base, 1/step) come from `bucket_steps`; offset = 0.5 is round_half_up, a uniform
+    offset in [0, 1) is stochastic rounding. Clamping first makes truncation a floor (v >= 0).
     """
-    v = (np.float32(x) - lo) * inv_step + offset
+    v = (np.float32(x) * scale - base) * inv_step + offset
     v = min(max(v, np.float32(0.0)), np.float32(max_code))
     return np.int64(v)
 
 
+def dequant_value_py(code, step, base, unscale):
+    """x̂ = (code·step + base) / scale of a bucket (see `bucket_steps`); unscale = 1/scale."""
+    return (np.float32(code) * step + base) * unscale
+
+
 def bucket_steps_py(lo, hi, levels):
-    """(step, 1/step) of a bucket in float32; a constant bucket has step 0 and 1/step 0."""
-    width = np.float32(hi) - np.float32(lo)
-    if width > np.float32(0.0):
-        return width / np.float32(levels), np.float32(levels) / width
-    return np.float32(0.0), np.float32(0.0)
+    """(scale, 1/scale, base, step, 1/step) of a bucket [lo, hi] coded on `levels` steps, float32.
+
+    Codes are computed on x·scale against base = lo·scale; scale is a power of two, so scaling is
+    exact. scale = 1 for ordinary buckets (code = (x - lo)/step exactly as written). A bucket
+    reaching |bound| >= 2^126 is coded at scale 1/4 (its width hi - lo, or code·step + lo, would
+    overflow float32 at scale 1), with the step shrunk by 2^-21 relative so that code·step + base
+    never rounds past hi. A bucket narrower than 2^-100 (its values are then below 2^-76 in
+    magnitude) is coded at scale 2^64 (1/step would overflow, step would be subnormal).
+    A constant bucket (hi == lo, or NaN bounds) has step 0 and 1/step 0: code 0 decodes to lo.
+    Decoding is within half a step of x plus float32 rounding of the result.
+    """
+    lo = np.float32(lo)
+    hi = np.float32(hi)
+    one = np.float32(1.0)
+    if not hi > lo:
+        return one, one, lo, np.float32(0.0), np.float32(0.0)
+    if max(hi, -lo) >= np.float32(2.0**126):
+        scale, shrink = np.float32(0.25), np.float32(1.0 - 2.0**-21)
+    elif hi - lo < np.float32(2.0**-100):
+        scale, shrink = np.float32(2.0**64), one
+    else:
+        scale, shrink = one, one
+    base = lo * scale
+    width = (hi * scale - base) * shrink
+    return scale, one / scale, base, width / np.float32(levels), np.float32(levels) / width
 
 
 bf16_bits_to_f32 = njit(cache=True)(bf16_bits_to_f32_py)
@@ -122,4 +149,5 @@ f16_bits_to_f32 = njit(cache=True)(f16_bits_to_f32_py)
 f32_to_f16_bits = njit(cache=True)(f32_to_f16_bits_py)
 hash_uniform = njit(cache=True)(hash_uniform_py)
 quant_code = njit(cache=True)(quant_code_py)
+dequant_value = njit(cache=True)(dequant_value_py)
 bucket_steps = njit(cache=True)(bucket_steps_py)

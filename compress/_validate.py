@@ -35,28 +35,69 @@ def _dtype_label(d) -> str:
     return "uint16 (bfloat16 bits)" if np.dtype(d) == np.uint16 else np.dtype(d).name
 
 
-def density(value: float) -> float:
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"density must be in (0, 1], got {value}")
-    return float(value)
-
-
-def block_size(value: int) -> int:
-    if not (isinstance(value, (int, np.integer)) and 1 <= value <= MAX_BLOCK_SIZE):
-        raise ValueError(f"block_size must be an integer in [1, {MAX_BLOCK_SIZE}], got {value}")
+def integer(value, name: str, low: int | None = None, high: int | None = None) -> int:
+    """value must be an int (numpy ints too, bool refused) in [low, high] (None: unbounded)."""
+    if low is not None and high is not None:
+        shown = f" in [{low}, {high}]"
+    else:
+        shown = f" >= {low}" if low is not None else ""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer{shown}, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be an integer{shown}, got {value}")
     return int(value)
 
 
+def real(value, name: str) -> float:
+    """value must be a real number (numpy floats and ints too, bool refused); returns a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def density(value: float) -> float:
+    value = real(value, "density")
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {value}")
+    return value
+
+
+def block_size(value: int) -> int:
+    return integer(value, "block_size", 1, MAX_BLOCK_SIZE)
+
+
 def bits(value: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"bits must be 4 or 8 (an integer), got {value!r}")
     if value not in (4, 8):
         raise ValueError(f"bits must be 4 or 8, got {value}")
     return int(value)
 
 
 def bucket(value: int) -> int:
-    if not (isinstance(value, (int, np.integer)) and value >= 2):
-        raise ValueError(f"bucket must be an integer >= 2, got {value}")
-    return int(value)
+    return integer(value, "bucket", 2)
+
+
+def block_indices(indices, block_size: int, length: int, k_full: int, name: str) -> None:
+    """Every block-relative index (last axis: blocks of k_full entries, the tail block last) must
+    lie in [0, its block's length). One read of the indices (O(k)); negative int16 indices read
+    as uint16 are >= 32768 > any block length, so one max per part suffices."""
+    n_blocks = -(-length // block_size)
+    split = (n_blocks - 1) * k_full
+    tail_len = length - (n_blocks - 1) * block_size
+    as_unsigned = indices.view(np.uint16)
+    for part, limit in (
+        (as_unsigned[..., :split], block_size),
+        (as_unsigned[..., split:], tail_len),
+    ):
+        if part.size and int(part.max()) >= limit:
+            worst = int(np.uint16(int(part.max())).view(np.int16))
+            raise ValueError(
+                f"{name} must be block-relative positions in [0, block length) (block_size "
+                f"{block_size}, last block {tail_len}), got {worst}"
+            )
 
 
 def dtype_name(value: str, name: str, accepted: tuple) -> str:

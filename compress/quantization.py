@@ -48,6 +48,7 @@ class Quantized:
         like=None,
     ) -> Quantized:
         """Uninitialised storage for a vector of `length` (numpy, or like's namespace)."""
+        _validate.integer(length, "length", 0)
         _validate.bits(bits)
         _validate.bucket(bucket)
         _validate.dtype_name(bounds_dtype, "bounds_dtype", BOUNDS_DTYPES)
@@ -66,6 +67,7 @@ class Quantized:
 
     def check(self, name: str = "q") -> None:
         """Validate shapes and dtypes of the arrays against the format."""
+        _validate.integer(self.length, f"{name}.length", 0)
         _validate.bits(self.bits)
         _validate.bucket(self.bucket)
         n_codes = self.length if self.bits == 8 else -(-self.length // 2)

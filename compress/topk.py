@@ -27,8 +27,7 @@ def block_counts(length: int, *, density: float, block_size: int = 16384) -> Blo
     """k_full = ceil(block_size·density); the tail block keeps ceil(tail_len·density) >= 1."""
     _validate.density(density)
     _validate.block_size(block_size)
-    if length < 1:
-        raise ValueError(f"length must be >= 1, got {length}")
+    _validate.integer(length, "length", 1)
     n_blocks = -(-length // block_size)
     tail_len = length - (n_blocks - 1) * block_size
     k_full = min(block_size, math.ceil(block_size * density))
@@ -86,14 +85,23 @@ class SparseBlocks:
             k_full=counts.k_full,
         )
 
-    def check(self, name: str = "sparse") -> None:
+    def check(self, name: str = "sparse", *, indices: bool = True) -> None:
+        """Validate the format: sizes, dtypes, and (with `indices`) every index in [0, its
+        block's length), which costs one O(k) read of the indices. Kernels trust checked indices:
+        an index out of range would read or write outside the arrays."""
+        _validate.integer(self.length, f"{name}.length", 1)
         _validate.block_size(self.block_size)
+        _validate.integer(self.k_full, f"{name}.k_full", 1, self.block_size)
         _validate.vector(self.values, f"{name}.values", (np.float32, np.float64, np.uint16))
         _validate.vector(self.indices, f"{name}.indices", (np.int16,))
         if self.indices.size != self.values.size or not 1 <= self.k_tail <= self.k_full:
             raise ValueError(
                 f"{name}: values/indices sizes {self.values.size}/{self.indices.size} do not fit "
                 f"length {self.length}, block_size {self.block_size}, k_full {self.k_full}"
+            )
+        if indices:
+            _validate.block_indices(
+                self.indices, self.block_size, self.length, self.k_full, f"{name}.indices"
             )
 
 
@@ -136,7 +144,7 @@ def topk_blocks(
             x.size, density=density, block_size=block_size, values_dtype=values_dtype, like=x
         )
     else:
-        out.check("out")
+        out.check("out", indices=False)
         expected = block_counts(x.size, density=density, block_size=block_size)
         if (out.length, out.block_size, out.k_full, out.k_tail) != (
             x.size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,8 +59,7 @@ class SparseWindow:
         like=None,
     ) -> SparseWindow:
         """A zeroed window of m rows for vectors of `length`, cursor 0."""
-        if m < 1:
-            raise ValueError(f"m must be >= 1, got {m}")
+        _validate.integer(m, "m", 1)
         _validate.dtype_name(values_dtype, "values_dtype", VALUES_DTYPES)
         counts = block_counts(length, density=density, block_size=block_size)
         xp = np if like is None else namespace(like)
@@ -73,45 +73,64 @@ class SparseWindow:
             cursor=0,
         )
 
-    def check(self, name: str = "window") -> None:
-        self.row(0).check(f"{name} row")
+    def check(self, name: str = "window", *, indices: bool = True) -> None:
+        """Validate the format: shapes, dtypes, cursor in [0, m), and (with `indices`) every index
+        in [0, its block's length), one O(m·k) read of the indices (see `SparseBlocks.check`)."""
+        self.row(0).check(f"{name} row", indices=False)
         shape = tuple(self.values.shape)
         _validate.matrix(self.values, f"{name}.values", shape, (np.float32, np.float64, np.uint16))
         _validate.matrix(self.indices, f"{name}.indices", shape, (np.int16,))
-        if not 0 <= int(self.cursor) < self.m:
-            raise ValueError(f"{name}.cursor must be in [0, {self.m - 1}], got {self.cursor}")
+        _validate.integer(self.cursor, f"{name}.cursor", 0, self.m - 1)
+        if indices:
+            _validate.block_indices(
+                self.indices, self.block_size, self.length, self.k_full, f"{name}.indices"
+            )
 
 
-def _statistics_args(window: SparseWindow, t: int, beta1: float, beta2: float, eps: float):
-    """Rows by age (newest first), β^age weights, bias corrections and eps, in the statistics'
-    float type: float64 for float64 window values, float32 otherwise."""
-    window.check()
-    if t < 1:
+def _statistics_args(
+    window: SparseWindow, t: int, beta1: float, beta2: float, eps: float, check_indices: bool
+):
+    """Rows by age (newest first), β^age weights, bias corrections and eps, all float64 (the
+    statistics' type for every window dtype), after checking every argument."""
+    window.check(indices=check_indices)
+    if _validate.integer(t, "t") < 1:
         raise ValueError(f"t must be >= 1 (rows ever written), got {t}")
     for name, beta in (("beta1", beta1), ("beta2", beta2)):
-        if not 0.0 <= beta < 1.0:
+        if not 0.0 <= _validate.real(beta, name) < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {beta}")
+    if not 0.0 < _validate.real(eps, "eps") < math.inf:
+        raise ValueError(f"eps must be finite and > 0, got {eps}")
     xp = namespace(window.values)
     ages = np.arange(min(int(t), window.m))
     rows = xp.asarray((int(window.cursor) - 1 - ages) % window.m)
-    real = np.float64 if window.values.dtype == np.float64 else np.float32
-    w1 = xp.asarray(real(beta1) ** ages.astype(real))
-    w2 = xp.asarray(real(beta2) ** ages.astype(real))
-    c1 = real((1.0 - beta1) / (1.0 - beta1**t))
-    c2 = real((1.0 - beta2) / (1.0 - beta2**t))
-    return rows, w1, w2, c1, c2, real(eps)
+    w1 = xp.asarray(np.float64(beta1) ** ages)
+    w2 = xp.asarray(np.float64(beta2) ** ages)
+    c1 = np.float64((1.0 - beta1) / (1.0 - beta1**t))
+    c2 = np.float64((1.0 - beta2) / (1.0 - beta2**t))
+    return rows, w1, w2, c1, c2, np.float64(eps)
 
 
-def window_adam(window: SparseWindow, t: int, *, beta1: float, beta2: float, eps: float, out):
+def window_adam(
+    window: SparseWindow,
+    t: int,
+    *,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    out,
+    check_indices: bool = True,
+):
     """u = c1·M / (sqrt(c2·S) + eps) on the window's support, written into dense `out`.
 
     M, S = β1^age- and β2^age-weighted sums of the values and their squares over the valid rows
-    (min(t, m); newest row = cursor - 1), c1 = (1-β1)/(1-β1^t), c2 = (1-β2)/(1-β2^t). Entries
-    of `out` off the support are left untouched (pass a zeroed buffer for the dense u).
-    Accumulation per block in a block-local scratch, in float64 when the window values are
-    float64 (M, S, c1, c2, eps and u too), else float32; cost O(m·k), not O(d).
+    (min(t, m); newest row = cursor - 1), c1 = (1-β1)/(1-β1^t), c2 = (1-β2)/(1-β2^t); eps > 0.
+    Entries of `out` off the support are left untouched (pass a zeroed buffer for the dense u).
+    Accumulation per block in a block-local float64 scratch (M, S, c1, c2, eps and u are float64
+    for every window dtype, so no finite value overflows); cost O(m·k), not O(d).
+    check_indices=False skips the O(m·k) index range check (`SparseWindow.check`): only for a
+    window whose indices were written by `topk_blocks`/`ef_topk_requantize` or already checked.
     """
-    rows, w1, w2, c1, c2, eps_typed = _statistics_args(window, t, beta1, beta2, eps)
+    rows, w1, w2, c1, c2, eps_typed = _statistics_args(window, t, beta1, beta2, eps, check_indices)
     _validate.vector(out, "out", (np.float32, np.float64))
     if out.size != window.length:
         raise ValueError(f"out must have length {window.length}, got {out.size}")
@@ -136,19 +155,31 @@ def window_adam(window: SparseWindow, t: int, *, beta1: float, beta2: float, eps
 
 
 def window_adam_apply(
-    window: SparseWindow, t: int, *, beta1: float, beta2: float, eps: float, lr: float, param
+    window: SparseWindow,
+    t: int,
+    *,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    lr: float,
+    param,
+    check_indices: bool = True,
 ):
     """param -= lr·u on the window's support only (u as in `window_adam`), once per coordinate.
 
-    param: float32, float64, float16, or uint16 bf16 bits (updated in float32, then rounded to
-    nearest even). float64 window values give float64 statistics and a float64 lr.
-    Cost O(m·k): the block-local scratch is touched only at selected indices.
+    param: float32, float64, float16, or uint16 bf16 bits. u (float64) is rounded to the
+    parameter's float type and the update runs in it (float16/bf16 bits: in float32, then rounded
+    to nearest even). lr must be finite and >= 0. Every argument is checked before param changes.
+    Cost O(m·k): the block-local scratch is touched only at selected indices. check_indices as
+    in `window_adam`.
     """
-    rows, w1, w2, c1, c2, eps_typed = _statistics_args(window, t, beta1, beta2, eps)
+    rows, w1, w2, c1, c2, eps_typed = _statistics_args(window, t, beta1, beta2, eps, check_indices)
+    if not 0.0 <= _validate.real(lr, "lr") < math.inf:
+        raise ValueError(f"lr must be finite and >= 0, got {lr}")
     _validate.vector(param, "param", (np.float32, np.float64, np.float16, np.uint16))
     if param.size != window.length:
         raise ValueError(f"param must have length {window.length}, got {param.size}")
-    lr_typed = np.float64(lr) if np.float64 in (param.dtype, w1.dtype) else np.float32(lr)
+    lr_typed = np.float64(lr) if param.dtype == np.float64 else np.float32(lr)
     param_view, param_kind = _validate.storage(param)
     backend = kernels(param)
     backend.window_adam_apply(

@@ -23,6 +23,7 @@ The module shows the torch plumbing (`MicroAdam`) next to the functional step ov
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -71,9 +72,16 @@ def init_microadam_state(
     quant_bucket: int,
     values_dtype: str,
 ) -> dict[str, torch.Tensor]:
-    """Fresh state of one parameter (works on the meta device): zero error, empty window."""
+    """Fresh state of one parameter (works on the meta device): zero error, empty window.
+
+    An empty parameter (numel 0) gets empty tensors; its steps only count (as AdamW's do).
+    """
     length = param.numel()
-    counts = compress.block_counts(length, density=density, block_size=block_size)
+    total_k = (
+        compress.block_counts(length, density=density, block_size=block_size).total_k
+        if length
+        else 0
+    )
     buckets = -(-length // quant_bucket)
     device = param.device
     return {
@@ -83,11 +91,11 @@ def init_microadam_state(
         "error_lo": torch.zeros(buckets, dtype=_BF16_BITS, device=device),
         "error_hi": torch.zeros(buckets, dtype=_BF16_BITS, device=device),
         "window_values": torch.zeros(
-            (window, counts.total_k),
+            (window, total_k),
             dtype=window_values_dtype(param.dtype, values_dtype),
             device=device,
         ),
-        "window_indices": torch.zeros((window, counts.total_k), dtype=torch.int16, device=device),
+        "window_indices": torch.zeros((window, total_k), dtype=torch.int16, device=device),
     }
 
 
@@ -95,6 +103,30 @@ def _float_view(tensor: torch.Tensor):
     """Core view of a floating state tensor; int16 ones hold bfloat16 bits (seen as uint16)."""
     view = array_view(tensor)
     return view.view("uint16") if tensor.dtype == _BF16_BITS else view
+
+
+def core_state(
+    state: dict[str, torch.Tensor], group: dict[str, Any], length: int
+) -> tuple[compress.Quantized, compress.SparseWindow]:
+    """The error store and the window of one parameter's state, as core views (no copy)."""
+    error = compress.Quantized(
+        array_view(state["error_codes"]),
+        _float_view(state["error_lo"]),
+        _float_view(state["error_hi"]),
+        length,
+        ERROR_BITS,
+        group["quant_bucket"],
+    )
+    counts = compress.block_counts(length, density=group["density"], block_size=group["block_size"])
+    window = compress.SparseWindow(
+        _float_view(state["window_values"]),
+        array_view(state["window_indices"]),
+        length,
+        group["block_size"],
+        counts.k_full,
+        int(state["cursor"]),
+    )
+    return error, window
 
 
 def microadam_step(
@@ -110,18 +142,29 @@ def microadam_step(
     eps: float,
     density: float,
     maximize: bool,
+    check_indices: bool = True,
 ) -> None:
     """One MicroAdam step on flat core arrays, in place (weight decay is the caller's).
 
     `param` and `grad` are numpy or CuPy vectors (float32/float64/float16 or uint16 bf16 bits);
     `error` and `window` wrap views of the state; `t` is the step count including this step.
-    Advances `window.cursor`; the caller stores it back.
+    Advances `window.cursor`; the caller stores it back. check_indices=False skips the O(m·k)
+    range check of the window's indices (for state written by these kernels or checked on load).
     """
     compress.ef_topk_requantize(
         grad, error, window, density=density, scale=-1.0 if maximize else 1.0
     )
     window.advance()
-    compress.window_adam_apply(window, t, beta1=beta1, beta2=beta2, eps=eps, lr=lr, param=param)
+    compress.window_adam_apply(
+        window,
+        t,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        lr=lr,
+        param=param,
+        check_indices=check_indices,
+    )
 
 
 class MicroAdam(SmallStateOptimizer):
@@ -155,6 +198,7 @@ class MicroAdam(SmallStateOptimizer):
 
     _checks: ClassVar[dict[str, Check]] = {
         **COMMON_CHECKS,
+        "eps": in_range(0.0, math.inf, low_open=True),  # eps = 0 divides 0 by 0 on a zero window
         "window": integer(1),
         "density": in_range(0.0, 1.0, low_open=True),
         "block_size": integer(1, MAX_BLOCK_SIZE),
@@ -221,36 +265,37 @@ class MicroAdam(SmallStateOptimizer):
     def _path(self, state: dict) -> str:
         return "microadam"
 
+    def _check_loaded_values(self, param: torch.Tensor, group: dict, loaded: dict) -> None:
+        """Refuse a loaded state that would index outside the arrays: step >= 0, cursor in
+        [0, window), every window index inside its block (one O(m·k) read of the indices)."""
+        where = self._param_name(param)
+        if int(loaded["step"]) < 0:
+            raise ValueError(f"state 'step' of {where} must be >= 0, got {int(loaded['step'])}")
+        cursor = int(loaded["cursor"])
+        if not 0 <= cursor < group["window"]:
+            raise ValueError(
+                f"state 'cursor' of {where} must be in [0, {group['window'] - 1}], got {cursor}"
+            )
+        if param.numel():
+            try:
+                core_state(loaded, group, param.numel())[1].check("window_indices")
+            except ValueError as error:
+                raise ValueError(f"state 'window_indices' of {where} is invalid: {error}") from None
+
     def _update(self, param: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
+        if param.numel() == 0:
+            state["step"] += 1
+            return
         lr = float(group["lr"])
-        beta1, beta2 = group["betas"]
+        beta1, beta2 = (float(beta) for beta in group["betas"])
         if group["weight_decay"]:
             param.mul_(1.0 - lr * group["weight_decay"])
         work = param if param.is_contiguous() else param.contiguous()
         flat_param = array_view(work.view(-1))
         flat_grad = array_view(grad.reshape(-1))
-        length = param.numel()
-        window_values = state["window_values"]
-        error = compress.Quantized(
-            array_view(state["error_codes"]),
-            _float_view(state["error_lo"]),
-            _float_view(state["error_hi"]),
-            length,
-            ERROR_BITS,
-            group["quant_bucket"],
-        )
-        counts = compress.block_counts(
-            length, density=group["density"], block_size=group["block_size"]
-        )
-        window = compress.SparseWindow(
-            _float_view(window_values),
-            array_view(state["window_indices"]),
-            length,
-            group["block_size"],
-            counts.k_full,
-            int(state["cursor"]),
-        )
+        error, window = core_state(state, group, param.numel())
         state["step"] += 1
+        # The indices were written by the fused kernel or range-checked on load: no O(m·k) check.
         microadam_step(
             flat_param,
             flat_grad,
@@ -260,9 +305,10 @@ class MicroAdam(SmallStateOptimizer):
             lr=lr,
             beta1=beta1,
             beta2=beta2,
-            eps=group["eps"],
+            eps=float(group["eps"]),
             density=group["density"],
             maximize=group["maximize"],
+            check_indices=False,
         )
         state["cursor"].fill_(window.cursor)
         if work is not param:

@@ -385,7 +385,6 @@ def test_fused_step_accepts_every_grad_dtype_and_stays_finite(n, dtype, magnitud
 
 
 # --------------------------------------------------------------- pinned bugs (see BUGS.md)
-@pytest.mark.xfail(strict=True, reason="BUGS.md #4: bucket range overflow decodes to NaN")
 @pytest.mark.parametrize("bounds", ["float32", "bfloat16"])
 def test_quantize_of_huge_finite_values_decodes_finite(bounds):
     x = np.array([3e38, -3e38, 1.0, 0.0], np.float32)
@@ -393,7 +392,6 @@ def test_quantize_of_huge_finite_values_decodes_finite(bounds):
     assert np.isfinite(decoded).all()
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md #5: window moments overflow in float32")
 def test_window_adam_of_large_finite_values_is_finite():
     window = compress.SparseWindow.empty(8, m=2, density=0.5, block_size=4, values_dtype="float32")
     for _ in range(2):
@@ -406,7 +404,6 @@ def test_window_adam_of_large_finite_values_is_finite():
     assert np.abs(out).max() > 0.5  # Adam's step on a huge consistent gradient is ~1, not 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md #6: eps/lr unvalidated; eps=0 → SystemError")
 @pytest.mark.parametrize("option, value", [("eps", 0.0), ("eps", -1.0), ("lr", float("nan"))])
 def test_window_adam_apply_validates_eps_and_lr(option, value):
     window = compress.SparseWindow.empty(8, m=2, density=0.5, block_size=4, values_dtype="float32")
@@ -416,7 +413,6 @@ def test_window_adam_apply_validates_eps_and_lr(option, value):
         compress.window_adam_apply(window, 1, param=np.zeros(8, np.float32), **options)
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md #8: bool/str/float sizes slip past validation")
 @pytest.mark.parametrize(
     "name, call",
     [
@@ -448,14 +444,12 @@ def test_non_integer_sizes_are_refused(name, call):
     assert str(caught.value).startswith(name), str(caught.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md #9: 1/step overflows for denormal-width buckets")
 def test_quantize_of_denormal_bucket_is_within_half_a_step():
     x = np.array([1e-45, -1e-45, 0.0, 0.0], np.float32)
     decoded = compress.dequantize(compress.quantize(x, bucket=4, bounds_dtype="float32"))
     assert np.abs(decoded - x).max() <= 0.5 * (2e-45 / 15) + 1.5e-45
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md #7: out-of-range indices read/write out of bounds")
 @pytest.mark.parametrize("operation", ["scatter_add", "gather", "window_adam_apply"])
 def test_out_of_range_indices_are_refused(operation):
     # run in a child: an unchecked index writes outside the array and may corrupt the heap

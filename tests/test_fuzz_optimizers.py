@@ -188,14 +188,12 @@ def one_step(name, param, **options):
     return opt
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md #10: MicroAdam fails on an empty parameter")
 def test_microadam_steps_an_empty_parameter_like_adamw():
     param = torch.nn.Parameter(torch.zeros(0, 5))
     param.grad = torch.zeros(0, 5)
     one_step("MicroAdam", param)
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md #11: MicroAdam eps=0 → SystemError mid-update")
 def test_microadam_eps_zero_with_a_zero_gradient_is_refused_or_trains():
     param = torch.nn.Parameter(torch.ones(8, 8))
     param.grad = torch.zeros(8, 8)

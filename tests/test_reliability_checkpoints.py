@@ -194,7 +194,6 @@ def test_every_checkpoint_loads_with_weights_only_and_continues_identically(name
         assert torch.equal(a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="BUGS.md #14: out-of-range window_indices are loaded")
 def test_microadam_refuses_out_of_range_window_indices():
     done = subprocess.run(
         [sys.executable, str(WORKERS / "tampered_indices.py")],
