@@ -61,7 +61,14 @@ def test_every_available_optimizer_ran_and_the_others_say_why(quick_run):
         assert by_name[name]["status"] == ("ran" if reason is None else "unavailable")
         if reason is not None:
             assert f"skipped {name}: {reason}" in quick_run.stdout
-    assert {"adamw", "adafactor"} <= {r["name"] for r in _ran(quick_run.payload)}
+    assert {"adamw", "adafactor", "ldadam", "adapprox", "microadam"} <= {
+        r["name"] for r in _ran(quick_run.payload)
+    }
+
+
+def test_state_bytes_order_microadam_ldadam_q4_adamw(quick_run):
+    per_param = {r["name"]: r["state_bytes_per_param"] for r in _ran(quick_run.payload)}
+    assert per_param["microadam"] < per_param["ldadam"] < per_param["adamw"]
 
 
 def test_losses_are_finite_and_fall(quick_run):

@@ -24,11 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "distributed_workers"))
 from common import make_model  # noqa: E402
 from harness import run_workers  # noqa: E402
 
-import optimizers  # noqa: E402
-
 OURS = ("MicroAdam", "LDAdam", "Adapprox")
-AVAILABLE = [name for name in OURS if getattr(optimizers, name, None) is not None]
-NAMES = ["AdamW", "DenseOnly", *AVAILABLE]
+NAMES = ["AdamW", "DenseOnly", *OURS]
 COMPRESSED_PATH = {"MicroAdam": "microadam", "LDAdam": "ldadam", "Adapprox": "adapprox"}
 
 
@@ -39,15 +36,8 @@ def ranks(tmp_path_factory):
     )
 
 
-def _names(name):
-    if name in OURS and name not in AVAILABLE:
-        pytest.skip(f"optimizers.{name} is not available yet")
-    return name
-
-
 @pytest.mark.parametrize("name", ["AdamW", "DenseOnly", *OURS])
 def test_replicas_bit_identical(ranks, name):
-    name = _names(name)
     first, second = ranks[0][name], ranks[1][name]
     assert first["mismatches"] == [] and second["mismatches"] == []
     for key, value in first["params"].items():
@@ -63,22 +53,25 @@ def test_replica_check_catches_one_ulp(ranks):
 
 @pytest.mark.parametrize("name", OURS)
 def test_compressed_path_was_exercised(ranks, name):
-    paths = ranks[0][_names(name)]["paths"]
+    paths = ranks[0][name]["paths"]
     assert any(path.startswith(COMPRESSED_PATH[name]) for path in paths), paths
 
 
 @pytest.mark.parametrize("name", ["AdamW", "DenseOnly", *OURS])
 def test_equals_single_process_with_ddp_gradient_arithmetic(ranks, name):
-    entry = ranks[0][_names(name)]
+    entry = ranks[0][name]
     for key, value in entry["params"].items():
         assert torch.equal(value, entry["split_params"][key]), key
     for key, value in entry["state"].items():
         assert torch.equal(value, entry["split_state"][key]), key
 
 
-@pytest.mark.parametrize("name", ["AdamW", "DenseOnly", *OURS])
+# MicroAdam (top-k selection) and Adapprox (rank switches at a tolerance) make discrete choices
+# that a rounding-level change of the gradient's summation order can flip, after which the runs
+# legitimately part ways; their DDP equivalence is pinned exactly by the test above instead.
+@pytest.mark.parametrize("name", ["AdamW", "DenseOnly", "LDAdam"])
 def test_equals_full_batch_single_process_to_float32_rounding(ranks, name):
-    entry = ranks[0][_names(name)]
+    entry = ranks[0][name]
     start = dict(make_model().named_parameters())
     displacement = max((entry["params"][k] - start[k]).abs().max().item() for k in start)
     difference = max(

@@ -98,18 +98,11 @@ DEFAULT_OPTIMIZERS = ("adamw", "adafactor", "ldadam", "adapprox", "microadam", "
 
 
 def unavailable_reason(name: str) -> str | None:
-    """Why ``name`` cannot run here, or None when it can.
-
-    The smallstate optimizers are looked up on the ``optimizers`` package at call time, so the
-    comparison runs whichever of them exist; GaLore needs the optional ``galore_torch`` package.
-    """
+    """Why ``name`` cannot run here, or None when it can (GaLore needs ``galore_torch``)."""
     if name not in REGISTRY:
         raise ValueError(f"optimizer must be one of {sorted(REGISTRY)}, got {name!r}")
     if name == "galore" and importlib.util.find_spec("galore_torch") is None:
         return "galore_torch is not installed (pip install galore-torch)"
-    class_name = SMALLSTATE_CLASSES.get(name, ("", {}))[0]
-    if class_name and getattr(smallstate, class_name, None) is None:
-        return f"optimizers.{class_name} does not exist yet in this install"
     return None
 
 

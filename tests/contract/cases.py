@@ -65,15 +65,12 @@ def _smallstate(name: str, **settings: Any):
     def factory(params, **options):
         return getattr(optimizers, name)(params, **{**settings, **options})
 
-    factory.optimizer_name = name
     return factory
 
 
 def _dense(params, **options):
     return DenseOnly(params, **options)
 
-
-_dense.optimizer_name = "DenseOnly"
 
 CASES = {
     "dense": _dense,
