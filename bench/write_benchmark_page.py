@@ -51,13 +51,13 @@ def _extra(info: dict) -> str:
     return ", ".join(shown)
 
 
-def benchmark_section(path: Path) -> list[str]:
+def benchmark_section(path: Path, command: str) -> list[str]:
     payload = json.loads(path.read_text())
     info = payload.get("machine_info", {})
     lines = [
         "## Kernel and optimizer benchmarks",
         "",
-        f"Command: `pytest bench --benchmark-only --benchmark-json={path.name}`  ",
+        f"Command: `{command}`  ",
         f"Machine: {info.get('cpu', {}).get('brand_raw', info.get('processor', '?'))}, "
         f"{info.get('cpu', {}).get('count', '?')} logical CPUs, Python "
         f"{info.get('python_version', '?')}  ",
@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comparison", type=Path, help="output folder of smallstate-compare")
     parser.add_argument("--bench-json", type=Path, help="pytest-benchmark JSON of `pytest bench`")
+    parser.add_argument(
+        "--bench-command",
+        default="pytest bench --benchmark-only --benchmark-json=bench.json",
+        help="the command that produced --bench-json, as it should be shown",
+    )
     parser.add_argument("--out", type=Path, default=DOCS / "benchmarks.md")
     args = parser.parse_args(argv)
     lines = [
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.comparison:
         lines += comparison_section(args.comparison)
     if args.bench_json:
-        lines += benchmark_section(args.bench_json)
+        lines += benchmark_section(args.bench_json, args.bench_command)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
