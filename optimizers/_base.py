@@ -235,6 +235,21 @@ class SmallStateOptimizer(torch.optim.Optimizer):
                 )
         self._check_loaded_values(param, group, loaded)
 
+    # ----------------------------------------------------------------- scratch
+    def _scratch(self, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+        """A work buffer of `shape` from one growing buffer per (device, dtype).
+
+        Scratch, not state: its contents never outlive one parameter's step, so it stays out of
+        the checkpoint and is shared by every parameter.
+        """
+        buffers = self.__dict__.setdefault("_scratch_buffers", {})
+        numel = math.prod(shape)
+        buffer = buffers.get((device, dtype))
+        if buffer is None or buffer.numel() < numel:
+            buffer = torch.empty(numel, dtype=dtype, device=device)
+            buffers[(device, dtype)] = buffer
+        return buffer[:numel].view(shape)
+
     # ----------------------------------------------------------------- accounting
     def describe(self) -> list[ParamReport]:
         """Per parameter: name, shape, dtype, the path it took and its state bytes."""

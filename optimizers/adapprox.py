@@ -46,11 +46,6 @@ from ._validation import COMMON_CHECKS, flag, in_range, integer, one_of, optiona
 DEFAULT_MIN_SIDE = 32
 
 
-def _switch(name: str, value: Any) -> None:
-    if value is not None and not isinstance(value, bool):
-        raise TypeError(f"{name} must be None, True or False, got {value!r}")
-
-
 def matrix_shape(shape: torch.Size | tuple[int, ...]) -> tuple[int, int] | None:
     """(shape[0], product of the rest) for a ≥2-D shape; None for scalars and vectors."""
     if len(shape) < 2:
@@ -270,7 +265,7 @@ class Adapprox(SmallStateOptimizer):
         "rank_strategy": one_of("step", "prefix"),
         "bias_correction": flag,
         "min_dim": optional(integer(1)),
-        "compressed": _switch,
+        "compressed": optional(flag),
     }
 
     def __init__(
@@ -372,11 +367,15 @@ class Adapprox(SmallStateOptimizer):
             state["exp_avg"] = torch.zeros_like(param, dtype=state["Q"].dtype)
         elif beta1 == 0:
             state.pop("exp_avg", None)
+        factors = state["Q"]
+        workspace = self._scratch(
+            (factors.shape[0], state["U"].shape[0]), factors.dtype, factors.device
+        )
         adapprox_step(
             param,
             grad,
             state,
-            self._workspace(state["Q"].shape[0], state["U"].shape[0], state["Q"]),
+            workspace,
             lr=float(group["lr"]),
             beta1=beta1,
             beta2=beta2,
@@ -392,16 +391,6 @@ class Adapprox(SmallStateOptimizer):
             bias_correction=group["bias_correction"],
             maximize=group["maximize"],
         )
-
-    def _workspace(self, m: int, n: int, like: torch.Tensor) -> torch.Tensor:
-        """An m×n scratch matrix from one growing buffer per (device, dtype), never in state."""
-        buffers = self.__dict__.setdefault("_scratch", {})
-        key = (like.device, like.dtype)
-        buffer = buffers.get(key)
-        if buffer is None or buffer.numel() < m * n:
-            buffer = torch.empty(m * n, dtype=like.dtype, device=like.device)
-            buffers[key] = buffer
-        return buffer[: m * n].view(m, n)
 
     def _path(self, state: dict) -> str:
         if "Q" not in state:

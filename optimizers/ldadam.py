@@ -143,7 +143,6 @@ class LDAdam(SmallStateOptimizer):
             seed=seed,
         )
         super().__init__(params, defaults)
-        self._scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     # ----------------------------------------------------------------- hooks
     def _init_state(self, param: torch.Tensor, group: dict[str, Any], key: int) -> dict:
@@ -232,17 +231,8 @@ class LDAdam(SmallStateOptimizer):
         dtype = state["basis"].dtype
         if mode == "none" and not maximize and grad.dtype == dtype:
             return grad
-        residual = self._scratch_matrix(grad.shape, dtype, grad.device)
+        residual = self._scratch(grad.shape, dtype, grad.device)
         torch.mul(grad, sign, out=residual)
         if mode in QUANT_BITS:
             _quantized_feedback(state, mode, residual.numel()).add_to(array_view(residual.view(-1)))
         return residual
-
-    def _scratch_matrix(self, shape: torch.Size, dtype: torch.dtype, device) -> torch.Tensor:
-        """A reusable work buffer (not state: its contents never outlive one parameter's step)."""
-        numel = math.prod(shape)
-        buffer = self._scratch.get((device, dtype))
-        if buffer is None or buffer.numel() < numel:
-            buffer = torch.empty(numel, dtype=dtype, device=device)
-            self._scratch[(device, dtype)] = buffer
-        return buffer[:numel].view(shape)

@@ -218,10 +218,10 @@ def test_workspace_is_shared_and_stays_out_of_the_checkpoint():
     for p in params:
         p.grad = torch.randn_like(p)
     opt.step()
-    (buffer,) = opt._scratch.values()
+    (buffer,) = opt._scratch_buffers.values()
     assert buffer.numel() == 96 * 80
     opt.step()
-    assert next(iter(opt._scratch.values())) is buffer
+    assert next(iter(opt._scratch_buffers.values())) is buffer
     factored = {"step", "key", "rank", "next_rank", "Q", "U", "exp_avg"}
     assert all(set(st) == factored for st in opt.state_dict()["state"].values())
 
