@@ -360,16 +360,27 @@ def window_adam_apply_kernel(
     lr,
     param,
     param_kind,
+    decay,
     m_scratch,
     s_scratch,
     flags,
 ):
-    """param -= lr·u once per support coordinate: the first thread to flip its flag applies."""
+    """param *= decay over the block, then param -= lr·u once per support coordinate: the first
+    thread to flip its flag applies."""
     n_blocks = (param.size + block_size - 1) // block_size
     w = cuda.blockIdx.x
     for b in range(w, n_blocks, cuda.gridDim.x):
         first = b * k_full
         k = block_k(b, n_blocks, k_full, k_tail)
+        if decay != 1:
+            end = min(param.size, (b + 1) * block_size)
+            for i in range(b * block_size + cuda.threadIdx.x, end, cuda.blockDim.x):
+                if param_kind == 0:
+                    param[i] = param[i] * param.dtype.type(decay)
+                else:
+                    x = np.float32(load_value(param, i, param_kind)) * np.float32(decay)
+                    store_value(param, i, x, param_kind)
+            cuda.syncthreads()
         block_moments(
             values,
             values_kind,

@@ -122,6 +122,7 @@ def window_adam_apply(
     lr,
     param,
     param_kind,
+    decay,
     n_workers,
 ):
     scratch = _window_scratch(param, n_workers, block_size, w1.dtype)
@@ -141,6 +142,7 @@ def window_adam_apply(
         lr,
         param,
         param_kind,
+        decay,
         *scratch,
     )
 

@@ -163,19 +163,27 @@ def window_adam_apply(
     eps: float,
     lr: float,
     param,
+    decay: float = 1.0,
     check_indices: bool = True,
 ):
-    """param -= lr·u on the window's support only (u as in `window_adam`), once per coordinate.
+    """param *= decay, then param -= lr·u on the window's support only (u as in `window_adam`),
+    once per coordinate.
 
-    param: float32, float64, float16, or uint16 bf16 bits. u (float64) is rounded to the
-    parameter's float type and the update runs in it (float16/bf16 bits: in float32, then rounded
-    to nearest even). lr must be finite and >= 0. Every argument is checked before param changes.
-    Cost O(m·k): the block-local scratch is touched only at selected indices. check_indices as
-    in `window_adam`.
+    decay is AdamW's decoupled weight decay factor 1 − lr·weight_decay (1.0: none); the product
+    is taken in the parameter's float type, as torch's `param.mul_(decay)`. param: float32,
+    float64, float16, or uint16 bf16 bits. u (float64) is rounded to the parameter's float type
+    and the update runs in it (float16/bf16 bits: in float32, then rounded to nearest even).
+    lr must be finite and >= 0, decay finite. Every argument is checked before param changes.
+    Cost: O(m·k) for the statistics (the block-local scratch is touched only at selected
+    indices) plus one sequential pass over each block of param, a read and write with decay, a
+    read without (so the scattered updates hit cache instead of waiting on memory one by one).
+    check_indices as in `window_adam`.
     """
     rows, w1, w2, c1, c2, eps_typed = _statistics_args(window, t, beta1, beta2, eps, check_indices)
     if not 0.0 <= _validate.real(lr, "lr") < math.inf:
         raise ValueError(f"lr must be finite and >= 0, got {lr}")
+    if not math.isfinite(_validate.real(decay, "decay")):
+        raise ValueError(f"decay must be finite, got {decay}")
     _validate.vector(param, "param", (np.float32, np.float64, np.float16, np.uint16))
     if param.size != window.length:
         raise ValueError(f"param must have length {window.length}, got {param.size}")
@@ -198,6 +206,7 @@ def window_adam_apply(
         lr_typed,
         param_view,
         param_kind,
+        np.float64(decay),
         backend.n_workers(window.row(0).n_blocks),
     )
     return param

@@ -14,8 +14,9 @@ int16 ring indices 2·m·k B, int64 step and cursor: ≈ 0.5 + 4·m·density + 4
 (0.9625 at the defaults). No dense buffer of the parameter's size is kept.
 
 Cost of a step: one fused pass over the gradient and the error codes (read 4.5 B/param, write
-0.5 B/param for float32 gradients) plus O(m·k) for the window update; weight decay, when on, adds
-one read and one write of the parameter.
+0.5 B/param for float32 gradients) plus O(m·k) for the window update, which runs block by block
+after one sequential pass over the block's parameters (the decay W ← W(1 − ηλ) when weight decay
+is on, a read otherwise), so its scattered updates hit cache.
 
 The module shows the torch plumbing (`MicroAdam`) next to the functional step over array views
 (`microadam_step`), which runs on numpy (Numba kernels) or CuPy (CUDA kernels) arrays alike.
@@ -142,9 +143,11 @@ def microadam_step(
     eps: float,
     density: float,
     maximize: bool,
+    decay: float = 1.0,
     check_indices: bool = True,
 ) -> None:
-    """One MicroAdam step on flat core arrays, in place (weight decay is the caller's).
+    """One MicroAdam step on flat core arrays, in place; decay = 1 − lr·weight_decay is applied
+    to param in the same pass as the window update.
 
     `param` and `grad` are numpy or CuPy vectors (float32/float64/float16 or uint16 bf16 bits);
     `error` and `window` wrap views of the state; `t` is the step count including this step.
@@ -163,6 +166,7 @@ def microadam_step(
         eps=eps,
         lr=lr,
         param=param,
+        decay=decay,
         check_indices=check_indices,
     )
 
@@ -190,8 +194,8 @@ class MicroAdam(SmallStateOptimizer):
         seed: accepted for API uniformity; MicroAdam draws no random numbers.
 
     Cost per step and parameter of d elements: one fused pass over gradient and error
-    (≈ 5 B/param moved for float32 gradients), O(m·density·d) for the window, and a read and
-    write of the parameter when weight_decay > 0. CPU tensors run on Numba kernels, CUDA tensors
+    (≈ 5 B/param moved for float32 gradients), O(m·density·d) for the window, and one pass over
+    the parameter (read and written when weight_decay > 0, read otherwise). CPU tensors run on Numba kernels, CUDA tensors
     on numba.cuda kernels; every floating dtype trains (bf16 and float16 parameters are updated
     in float32 through their bits and rounded to nearest even, float64 in float64).
     """
@@ -288,8 +292,6 @@ class MicroAdam(SmallStateOptimizer):
             return
         lr = float(group["lr"])
         beta1, beta2 = (float(beta) for beta in group["betas"])
-        if group["weight_decay"]:
-            param.mul_(1.0 - lr * group["weight_decay"])
         work = param if param.is_contiguous() else param.contiguous()
         flat_param = array_view(work.view(-1))
         flat_grad = array_view(grad.reshape(-1))
@@ -308,6 +310,7 @@ class MicroAdam(SmallStateOptimizer):
             eps=float(group["eps"]),
             density=group["density"],
             maximize=group["maximize"],
+            decay=1.0 - lr * group["weight_decay"],
             check_indices=False,
         )
         state["cursor"].fill_(window.cursor)

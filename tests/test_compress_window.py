@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 import compress
 
@@ -113,6 +114,27 @@ def test_apply_on_bf16_bits_equals_float32_update_rounded():
     expected = ((word + 0x7FFF + ((word >> 16) & 1)) >> 16).astype(np.uint16)
     compress.window_adam_apply(window, 5, beta1=BETA1, beta2=BETA2, eps=EPS, lr=0.05, param=bits)
     np.testing.assert_array_equal(bits, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_apply_with_decay_equals_torch_decay_then_apply(dtype):
+    """decay is fused into the apply pass; it must equal param.mul_(decay) first, bit for bit,
+    on and off the support (ragged last block included)."""
+    rng = np.random.default_rng(9)
+    window = random_window(1000, m=6, block_size=128, density=0.2, rng=rng, values_dtype="bfloat16")
+    window.cursor = 3
+    start = torch.from_numpy(rng.standard_normal(1000)).to(dtype)
+    decay = 1.0 - 3e-3 * 0.1
+    options = dict(beta1=BETA1, beta2=BETA2, eps=EPS, lr=3e-3)
+
+    def core(tensor):
+        return tensor.view(torch.uint16).numpy() if dtype == torch.bfloat16 else tensor.numpy()
+
+    fused, separate = start.clone(), start.clone().mul_(decay)
+    compress.window_adam_apply(window, 7, param=core(fused), decay=decay, **options)
+    compress.window_adam_apply(window, 7, param=core(separate), **options)
+    assert torch.equal(fused.view(torch.uint8), separate.view(torch.uint8))
+    assert not torch.equal(fused, start)
 
 
 def float64_window(length, *, m, block_size, density, rng):

@@ -404,13 +404,18 @@ def test_window_adam_of_large_finite_values_is_finite():
     assert np.abs(out).max() > 0.5  # Adam's step on a huge consistent gradient is ~1, not 0
 
 
-@pytest.mark.parametrize("option, value", [("eps", 0.0), ("eps", -1.0), ("lr", float("nan"))])
-def test_window_adam_apply_validates_eps_and_lr(option, value):
+@pytest.mark.parametrize(
+    "option, value",
+    [("eps", 0.0), ("eps", -1.0), ("lr", float("nan")), ("decay", float("inf"))],
+)
+def test_window_adam_apply_validates_eps_lr_and_decay(option, value):
     window = compress.SparseWindow.empty(8, m=2, density=0.5, block_size=4, values_dtype="float32")
     options = dict(beta1=0.9, beta2=0.999, eps=1e-8, lr=1e-3)
     options[option] = value
+    param = np.ones(8, np.float32)
     with pytest.raises(ValueError, match=option):
-        compress.window_adam_apply(window, 1, param=np.zeros(8, np.float32), **options)
+        compress.window_adam_apply(window, 1, param=param, **options)
+    assert (param == 1).all()
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,8 @@ def window_arrays(rng, length, m, block_size, density):
     [("float32", np.float32), ("bfloat16", np.float32), ("float16", np.float32)]
     + [("float64", np.float64)],
 )
-def test_window_adam_and_apply(param_kind, real):
+@pytest.mark.parametrize("decay", [1.0, 0.97])
+def test_window_adam_and_apply(param_kind, real, decay):
     rng = np.random.default_rng(RNG_SEED)
     length, m, block_size = 600, 3, 256
     counts, values, indices = window_arrays(rng, length, m, block_size, 0.1)
@@ -143,9 +144,9 @@ def test_window_adam_and_apply(param_kind, real):
         param = start.astype(real)
     view, kind = _validate.storage(param)
     (p1,), (p2,) = twins(view)
-    CPU.window_adam_apply(values, 0, indices, *stats, real(0.1), p1, kind, 2)
+    CPU.window_adam_apply(values, 0, indices, *stats, real(0.1), p1, kind, decay, 2)
     GPU.window_adam_apply(
-        values, 0, indices, *stats, real(0.1), p2, kind, GPU.n_workers(counts.n_blocks)
+        values, 0, indices, *stats, real(0.1), p2, kind, decay, GPU.n_workers(counts.n_blocks)
     )
     if kind == 0:
         np.testing.assert_allclose(p1, p2, rtol=rtol)
