@@ -195,9 +195,10 @@ class MicroAdam(SmallStateOptimizer):
 
     Cost per step and parameter of d elements: one fused pass over gradient and error
     (≈ 5 B/param moved for float32 gradients), O(m·density·d) for the window, and one pass over
-    the parameter (read and written when weight_decay > 0, read otherwise). CPU tensors run on Numba kernels, CUDA tensors
-    on numba.cuda kernels; every floating dtype trains (bf16 and float16 parameters are updated
-    in float32 through their bits and rounded to nearest even, float64 in float64).
+    the parameter (read and written when weight_decay > 0, read otherwise). CPU tensors run on
+    Numba kernels, CUDA tensors on numba.cuda kernels; every floating dtype trains (bf16 and
+    float16 parameters are updated in float32 through their bits and rounded to nearest even,
+    float64 in float64).
     """
 
     _checks: ClassVar[dict[str, Check]] = {
