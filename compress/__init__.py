@@ -3,11 +3,12 @@
 Block top-k (`topk_blocks`), block quantization (`quantize`/`dequantize`), error feedback
 (`ErrorFeedback`), the sliding window of sparse vectors with its Adam statistics
 (`SparseWindow`, `window_adam`, `window_adam_apply`) and MicroAdam's fused compression step
-(`ef_topk_requantize`). See docs/compress.md and ALGORITHMS.md §2.
+(`ef_topk_requantize`, or `window_topk` without error feedback). See docs/compress.md and
+ALGORITHMS.md §2.
 """
 
 from .feedback import ErrorFeedback
-from .fused import ef_topk_requantize
+from .fused import ef_topk_requantize, window_topk
 from .quantization import Quantized, dequantize, quantize
 from .topk import (
     BlockCounts,
@@ -35,5 +36,6 @@ __all__ = [
     "topk_blocks",
     "window_adam",
     "window_adam_apply",
+    "window_topk",
     "zero_selected",
 ]

@@ -35,9 +35,11 @@ def ef_topk_requantize_kernel(
     row_values,
     values_kind,
     row_indices,
+    feedback,
     n_workers,
 ):
-    """One pass per block over grad and the error codes; parallel over blocks.
+    """One pass per block over grad and the error codes; parallel over blocks. feedback=False
+    leaves the error out (a = scale·grad; codes and bounds are neither read nor written).
 
     The scratch has scale's float type; its keys (magnitude bits) abs_mask's unsigned type.
     Per block: a scaled copy of grad (`load_scaled`, one vectorized loop per storage kind), the
@@ -61,7 +63,10 @@ def ef_topk_requantize_kernel(
             a = scratch[:length]
             load_scaled(grad[start : start + length], grad_kind, scale, a)
             first_bucket = start // bucket
-            dequantize_range(codes, start, lo, hi, first_bucket, bits, bucket, bounds_bf16, a, True)
+            if feedback:
+                dequantize_range(
+                    codes, start, lo, hi, first_bucket, bits, bucket, bounds_bf16, a, True
+                )
             k = block_k(b, n_blocks, k_full, k_tail)
             select_top_k(
                 keys[:length], abs_mask, key_bits, k, idx, cand_keys, cand_idx, narrow, hist
@@ -72,6 +77,7 @@ def ef_topk_requantize_kernel(
                 row_indices[first + p] = j
                 store_value(row_values, first + p, a[j], values_kind)
                 a[j] = 0.0
-            quantize_range(
-                a, start, codes, lo, hi, first_bucket, bits, bucket, bounds_bf16, False, 0
-            )
+            if feedback:
+                quantize_range(
+                    a, start, codes, lo, hi, first_bucket, bits, bucket, bounds_bf16, False, 0
+                )

@@ -426,12 +426,14 @@ def ef_topk_requantize_kernel(
     row_values,
     values_kind,
     row_indices,
+    feedback,
     work,
     work_bits,
 ):
     """Per data block: a = scale·grad + decode(error) in the block's scratch row `work` (scale's
     float type; `work_bits` is the same memory as unsigned keys, read by the radix select),
-    ordered gather into the window row, zero the selection, requantize (a thread per bucket)."""
+    ordered gather into the window row, zero the selection, requantize (a thread per bucket).
+    feedback=False: a = scale·grad, the error is neither read nor written."""
     hist = cuda.shared.array(RADIX_BINS, int32)
     state = cuda.shared.array(2, int64)
     scan_gt = cuda.shared.array(THREADS, int32)
@@ -448,7 +450,9 @@ def ef_topk_requantize_kernel(
         for j in range(tid, length, nt):
             e = start + j
             a = scale * work.dtype.type(load_value(grad, e, grad_kind))
-            work[base + j] = a + decode(codes, e, lo, hi, e // bucket, bits, bounds_bf16)
+            if feedback:
+                a += decode(codes, e, lo, hi, e // bucket, bits, bounds_bf16)
+            work[base + j] = a
         cuda.syncthreads()
         k = block_k(b, n_blocks, k_full, k_tail)
         threshold, take_equal = block_threshold(
@@ -473,7 +477,7 @@ def ef_topk_requantize_kernel(
             store_value(row_values, first + p, work[base + j], values_kind)
             work[base + j] = 0
         cuda.syncthreads()
-        for q in range(tid * bucket, length, nt * bucket):
+        for q in range(tid * bucket, length if feedback else 0, nt * bucket):
             quantize_bucket(
                 work,
                 base + q,

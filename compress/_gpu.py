@@ -165,6 +165,7 @@ def ef_topk_requantize(
     row_values,
     values_kind,
     row_indices,
+    feedback,
     n_workers,
 ):
     work = cuda.device_array(n_workers * block_size, np.asarray(scale).dtype)
@@ -186,6 +187,7 @@ def ef_topk_requantize(
         row_values,
         values_kind,
         row_indices,
+        feedback,
         work,
         work.view(np.asarray(abs_mask).dtype),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validate
-from ._backend import kernels
+from ._backend import kernels, namespace
 from .quantization import Quantized
 from .topk import block_counts, key_format
 from .window import SparseWindow
@@ -32,19 +32,41 @@ def ef_topk_requantize(
     window.block_size must be a multiple of error.bucket (an even bucket for 4-bit codes).
     check_finite=True checks grad (one extra read) before any state is modified.
     """
-    _validate.vector(grad, "grad", (np.float32, np.float64, np.float16, np.uint16))
     error.check("error")
-    window.check("window", indices=False)  # the step writes row `cursor`, reads no index
-    n = grad.size
-    if error.length != n or window.length != n:
-        raise ValueError(
-            f"grad, error and window lengths must agree, got {n}, {error.length}, {window.length}"
-        )
     if window.block_size % error.bucket != 0 or (error.bits == 4 and error.bucket % 2):
         raise ValueError(
             f"window.block_size must be a multiple of error.bucket (an even bucket for 4-bit "
             f"codes), got block_size {window.block_size} and bucket {error.bucket}"
         )
+    _select_into_window(grad, error, window, density, scale, check_finite)
+
+
+def window_topk(
+    grad,
+    window: SparseWindow,
+    *,
+    density: float,
+    scale: float = 1.0,
+    check_finite: bool = False,
+) -> None:
+    """Block top-k of |scale·grad| into window row `window.cursor`, with no error feedback:
+    `ef_topk_requantize` without its error store (what is not selected is dropped).
+
+    Same kernel, same selection rule and value rounding; reads grad once and writes only the
+    row. grad: float32, float64, float16 or uint16 (bf16 bits). Does not advance the cursor.
+    """
+    _select_into_window(grad, None, window, density, scale, check_finite)
+
+
+def _select_into_window(grad, error, window, density, scale, check_finite) -> None:
+    """Validate, then run the fused kernel with (error given) or without error feedback."""
+    _validate.vector(grad, "grad", (np.float32, np.float64, np.float16, np.uint16))
+    window.check("window", indices=False)  # the step writes row `cursor`, reads no index
+    n = grad.size
+    if window.length != n or (error is not None and error.length != n):
+        lengths = f"{n}, {window.length}" + ("" if error is None else f", {error.length}")
+        names = "grad, window" + ("" if error is None else " and error")
+        raise ValueError(f"{names} lengths must agree, got {lengths}")
     counts = block_counts(n, density=density, block_size=window.block_size)
     if (counts.k_full, counts.total_k) != (window.k_full, window.values.shape[1]):
         raise ValueError(
@@ -59,23 +81,30 @@ def ef_topk_requantize(
     work_dtype = np.float64 if grad.dtype == np.float64 else np.float32
     _, abs_mask, key_bits = key_format(work_dtype)
     backend = kernels(grad)
+    if error is None:  # the kernel's error arguments are not touched; empty stand-ins
+        xp = namespace(grad)
+        codes, lo, hi = xp.empty(0, np.uint8), xp.empty(0, np.uint16), xp.empty(0, np.uint16)
+        bits, bucket = 4, 2
+    else:
+        codes, lo, hi, bits, bucket = error.codes, error.lo, error.hi, error.bits, error.bucket
     backend.ef_topk_requantize(
         grad_view,
         grad_kind,
         work_dtype(scale),
         abs_mask,
         key_bits,
-        error.codes,
-        error.lo,
-        error.hi,
-        error.bits,
-        error.bucket,
-        error.lo.dtype == np.uint16,
+        codes,
+        lo,
+        hi,
+        bits,
+        bucket,
+        lo.dtype == np.uint16,
         window.block_size,
         counts.k_full,
         counts.k_tail,
         window.values[row],
         window.values_kind,
         window.indices[row],
+        error is not None,
         backend.n_workers(counts.n_blocks),
     )

@@ -61,7 +61,7 @@ def test_every_available_optimizer_ran_and_the_others_say_why(quick_run):
         assert by_name[name]["status"] == ("ran" if reason is None else "unavailable")
         if reason is not None:
             assert f"skipped {name}: {reason}" in quick_run.stdout
-    assert {"adamw", "adafactor", "ldadam", "adapprox", "microadam"} <= {
+    assert {"adamw", "adafactor", "ldadam", "adapprox", "microadam", "microadam-noef"} <= {
         r["name"] for r in _ran(quick_run.payload)
     }
 
@@ -69,6 +69,7 @@ def test_every_available_optimizer_ran_and_the_others_say_why(quick_run):
 def test_state_bytes_order_microadam_ldadam_q4_adamw(quick_run):
     per_param = {r["name"]: r["state_bytes_per_param"] for r in _ran(quick_run.payload)}
     assert per_param["microadam"] < per_param["ldadam"] < per_param["adamw"]
+    assert per_param["microadam-noef"] < per_param["microadam"] - 0.4  # no 4-bit error store
 
 
 def test_losses_are_finite_and_fall(quick_run):

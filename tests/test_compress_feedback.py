@@ -140,3 +140,30 @@ def test_fused_identity_sent_plus_error():
     step = np.repeat((error.hi - error.lo) / 15, 64)[:n]
     assert np.all(gap <= step / 2 * (1 + 1e-5) + 1e-7)
     assert np.count_nonzero(sent) == window.values.shape[1]
+
+
+@pytest.mark.parametrize("grad_dtype", ["float32", "bfloat16", "float64"])
+def test_window_topk_is_the_fused_step_without_error(grad_dtype):
+    """window_topk = topk_blocks of scale·grad into the cursor row, bit for bit; no other row
+    and no error store is touched."""
+    rng = np.random.default_rng(11)
+    n, block_size, density, scale = 3 * 512 + 100, 512, 0.05, -0.5
+    values = rng.standard_normal(n).astype(np.float32)
+    if grad_dtype == "bfloat16":
+        grad = (values.view(np.uint32) >> 16).astype(np.uint16)
+        reference = (grad.astype(np.uint32) << 16).view(np.float32) * np.float32(scale)
+    else:
+        grad = values.astype(grad_dtype)
+        reference = grad * grad.dtype.type(scale)
+    values_dtype = "float64" if grad_dtype == "float64" else "bfloat16"
+    window = compress.SparseWindow.empty(
+        n, m=3, density=density, block_size=block_size, values_dtype=values_dtype
+    )
+    window.cursor = 1
+    compress.window_topk(grad, window, density=density, scale=scale)
+    expected = compress.topk_blocks(
+        reference, density=density, block_size=block_size, values_dtype=values_dtype
+    )
+    np.testing.assert_array_equal(window.indices[1], expected.indices)
+    np.testing.assert_array_equal(window.values[1], expected.values)
+    assert window.cursor == 1 and not window.indices[[0, 2]].any()

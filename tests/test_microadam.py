@@ -53,13 +53,19 @@ def run(model, opt, steps, batch):
 
 # --------------------------------------------------------------------------- oracle: Adam
 @pytest.mark.parametrize("weight_decay, peer", [(0.0, torch.optim.Adam), (0.1, torch.optim.AdamW)])
-def test_full_density_and_long_window_is_exactly_adam(weight_decay, peer):
+@pytest.mark.parametrize("error_feedback", ["q4", "none"])
+def test_full_density_and_long_window_is_exactly_adam(weight_decay, peer, error_feedback):
     steps = 12
     batch = regression_batch(torch.float64)
     options = dict(lr=3e-2, betas=(0.8, 0.95), eps=1e-7, weight_decay=weight_decay)
     ours_model, peer_model = small_model(), small_model()
     ours = MicroAdam(
-        ours_model.parameters(), density=1.0, window=steps, values_dtype="param", **options
+        ours_model.parameters(),
+        density=1.0,
+        window=steps,
+        values_dtype="param",
+        error_feedback=error_feedback,
+        **options,
     )
     ours_trajectory, _ = run(ours_model, ours, steps, batch)
     peer_trajectory, _ = run(peer_model, peer(peer_model.parameters(), **options), steps, batch)
@@ -69,8 +75,11 @@ def test_full_density_and_long_window_is_exactly_adam(weight_decay, peer):
             assert (a - b).abs().max().item() <= 1e-10 * scale
     for state in ours.state.values():
         # everything selected: the remainder is zero, so the quantized error is exactly zero
-        assert not state["error_codes"].any()
-        assert not state["error_lo"].any() and not state["error_hi"].any()
+        if error_feedback == "q4":
+            assert not state["error_codes"].any()
+            assert not state["error_lo"].any() and not state["error_hi"].any()
+        else:
+            assert "error_codes" not in state
         assert state["window_values"].dtype == torch.float64
         assert int(state["step"]) == steps and int(state["cursor"]) == 0
 
@@ -233,6 +242,7 @@ def test_default_microadam_trains_as_well_as_adamw(dtype):
         ("quant_bucket", 1, ValueError),
         ("quant_bucket", 96, ValueError),  # does not divide the default block size 16384
         ("values_dtype", "float16", ValueError),
+        ("error_feedback", "q8", ValueError),
     ],
 )
 def test_bad_microadam_options_are_refused_with_their_name(option, value, error):
@@ -307,6 +317,71 @@ def test_state_bytes_follow_the_formula_on_a_transformer():
     assert opt.state_nbytes() / count(params) == pytest.approx(formula, rel=0.02)
     per_param = {r.name: r.bytes_per_param for r in opt.describe()}
     assert max(per_param.values()) < 1.1  # a 768-vector: 8 of 768 kept and 16 B of scalars
+
+
+def test_without_error_feedback_each_row_is_the_top_k_of_that_gradient(tmp_path):
+    """error_feedback="none": no error in the state (4·m·density B/param on a transformer), the
+    row written at each step is exactly the block top-k of that step's gradient, and a resumed
+    run (weights_only checkpoint) continues bit for bit."""
+    params = transformer_params(blocks=1)
+    opt = MicroAdam(params, error_feedback="none")
+    opt.step()
+    assert opt.state_nbytes() / count(params) == pytest.approx(4 * 10 * 0.01, rel=0.03)
+    assert all("error_codes" not in state for state in opt.state.values())
+
+    model = small_model(torch.float32)
+    opt = MicroAdam(model.parameters(), lr=1e-2, density=0.1, block_size=64, error_feedback="none")
+    x, y = regression_batch(torch.float32)
+
+    def step(optimizer):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step(opt)
+        for p in model.parameters():
+            state = opt.state[p]
+            row = (int(state["cursor"]) - 1) % 10
+            expected = compress.topk_blocks(
+                p.grad.detach().reshape(-1).numpy(),
+                density=0.1,
+                block_size=64,
+                values_dtype="bfloat16",
+            )
+            np.testing.assert_array_equal(state["window_indices"][row].numpy(), expected.indices)
+            np.testing.assert_array_equal(
+                state["window_values"][row].numpy().view(np.uint16), expected.values
+            )
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "ckpt.pt")
+    for _ in range(3):
+        step(opt)
+    continued = [p.detach().clone() for p in model.parameters()]
+    saved = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    model.load_state_dict(saved["model"])
+    resumed = MicroAdam(model.parameters(), error_feedback="none")
+    resumed.load_state_dict(saved["opt"])
+    for _ in range(3):
+        step(resumed)
+    for a, b in zip(continued, model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_checkpoints_do_not_cross_error_feedback_settings():
+    model = small_model(torch.float32)
+    x, y = regression_batch(torch.float32)
+    opt = MicroAdam(model.parameters())
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    opt.step()
+    with pytest.raises(ValueError, match="error_codes"):
+        MicroAdam(model.parameters(), error_feedback="none").load_state_dict(
+            {
+                **opt.state_dict(),
+                "param_groups": [
+                    {**g, "error_feedback": "none"} for g in opt.state_dict()["param_groups"]
+                ],
+            }
+        )
 
 
 def test_non_contiguous_parameters_and_gradients_are_flattened_like_contiguous_ones():

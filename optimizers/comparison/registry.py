@@ -40,6 +40,7 @@ DEFAULT_LR: dict[str, float] = {
     "ldadam": 3e-3,
     "adapprox": 3e-3,
     "microadam": 3e-3,
+    "microadam-noef": 3e-3,
     "galore": 1e-2,
 }
 
@@ -61,6 +62,8 @@ SMALLSTATE_CLASSES: dict[str, tuple[str, dict]] = {
     "ldadam": ("LDAdam", {"error_feedback": "q4"}),
     "adapprox": ("Adapprox", {"k_max": 16}),
     "microadam": ("MicroAdam", {}),
+    # MicroAdam with the top-k remainder dropped instead of fed back (docs/microadam.md).
+    "microadam-noef": ("MicroAdam", {"error_feedback": "none"}),
 }
 
 
@@ -94,7 +97,15 @@ REGISTRY: dict[str, Factory] = {
 }
 
 #: What runs when --optimizers is not given (galore joins when its package is installed).
-DEFAULT_OPTIMIZERS = ("adamw", "adafactor", "ldadam", "adapprox", "microadam", "galore")
+DEFAULT_OPTIMIZERS = (
+    "adamw",
+    "adafactor",
+    "ldadam",
+    "adapprox",
+    "microadam",
+    "microadam-noef",
+    "galore",
+)
 
 
 def unavailable_reason(name: str) -> str | None:

@@ -159,7 +159,8 @@ def test_window_adam_and_apply(param_kind, real, decay):
     ("grad_kind", "bits", "bf16_bounds"),
     [("float32", 4, True), ("bfloat16", 8, False), ("float64", 4, False)],
 )
-def test_ef_topk_requantize(grad_kind, bits, bf16_bounds):
+@pytest.mark.parametrize("feedback", [True, False])
+def test_ef_topk_requantize(grad_kind, bits, bf16_bounds, feedback):
     rng = np.random.default_rng(RNG_SEED)
     length, block_size, bucket = 600, 256, 64
     g = rng.standard_normal(length)
@@ -183,7 +184,9 @@ def test_ef_topk_requantize(grad_kind, bits, bf16_bounds):
     row_indices = np.zeros(counts.total_k, np.int16)
     (c1, l1, h1, v1, i1), (c2, l2, h2, v2, i2) = twins(codes, lo, hi, row_values, row_indices)
     common = (bits, bucket, bf16_bounds, block_size, counts.k_full, counts.k_tail)
-    CPU.ef_topk_requantize(grad_view, gkind, *scale, c1, l1, h1, *common, v1, values_kind, i1, 2)
+    CPU.ef_topk_requantize(
+        grad_view, gkind, *scale, c1, l1, h1, *common, v1, values_kind, i1, feedback, 2
+    )
     GPU.ef_topk_requantize(
         grad_view,
         gkind,
@@ -195,10 +198,14 @@ def test_ef_topk_requantize(grad_kind, bits, bf16_bounds):
         v2,
         values_kind,
         i2,
+        feedback,
         GPU.n_workers(counts.n_blocks),
     )
     for a, b in ((i1, i2), (v1, v2), (c1, c2), (l1, l2), (h1, h2)):
         np.testing.assert_array_equal(a, b)
+    if not feedback:  # the error store is left alone
+        np.testing.assert_array_equal(c1, codes)
+        np.testing.assert_array_equal(l1, lo)
 
 
 def test_dense_bf16_store_kernels():
