@@ -133,11 +133,13 @@ def window_adam_apply_kernel(
     decay,
     n_workers,
 ):
-    """Per block: param *= decay (a sequential pass, which also brings the block into cache; a
-    read-only pass when decay == 1), then param[j] -= lr·u[j] once per coordinate of the window's
-    support. The scratch starts zeroed and every entry clears M[j] and S[j] right after using
-    them, so it is zero again for the next block and a repeated coordinate then computes u = 0
-    (0 / (0 + eps)) and subtracts nothing: no zeroing pass, no branch.
+    """Per block: param *= decay (a sequential pass, which also brings the block into cache;
+    without decay, a read-only pass when the window holds more entries than the block has cache
+    lines, so that most lines would be fetched one by one anyway), then param[j] -= lr·u[j] once
+    per coordinate of the window's support. The scratch starts zeroed and every entry clears
+    M[j] and S[j] right after using them, so it is zero again for the next block and a repeated
+    coordinate then computes u = 0 (0 / (0 + eps)) and subtracts nothing: no zeroing pass, no
+    branch.
 
     Scratch, weights, c1, c2, eps and u are float64; u is rounded to the parameter's float type
     and the update runs in it (lr has that type); bf16/f16 bits update in float32, then round to
@@ -154,10 +156,10 @@ def window_adam_apply_kernel(
             k = block_k(b, n_blocks, k_full, k_tail)
             base = b * block_size
             block = param[base : min(base + block_size, n)]
-            if decay == 1:
-                kept += touch_block(block)
-            else:
+            if decay != 1:
                 decay_block(block, param_kind, decay)
+            elif rows.size * k * 64 >= block.size * block.itemsize:  # more updates than lines
+                kept += touch_block(block)
             add_block_moments(
                 values, values_kind, indices, rows, w1, w2, first, k, m_scratch, s_scratch
             )

@@ -175,8 +175,9 @@ def window_adam_apply(
     and the update runs in it (float16/bf16 bits: in float32, then rounded to nearest even).
     lr must be finite and >= 0, decay finite. Every argument is checked before param changes.
     Cost: O(m·k) for the statistics (the block-local scratch is touched only at selected
-    indices) plus one sequential pass over each block of param, a read and write with decay, a
-    read without (so the scattered updates hit cache instead of waiting on memory one by one).
+    indices) plus one sequential pass over each block of param: a read and write with decay;
+    without, a read when the block has fewer cache lines than window entries (so the scattered
+    updates hit cache instead of waiting on memory one by one), else nothing.
     check_indices as in `window_adam`.
     """
     rows, w1, w2, c1, c2, eps_typed = _statistics_args(window, t, beta1, beta2, eps, check_indices)
