@@ -93,7 +93,9 @@ def plot(path: Path, results: list[dict]) -> None:
     for x, value in enumerate(values):
         bars.annotate(f"{value:.2f}", (x, value), ha="center", va="bottom", fontsize=8)
     bars.set(ylabel="bytes per parameter", title="Optimizer state")
-    bars.tick_params(axis="x", rotation=30)
+    bars.tick_params(axis="x", rotation=35)
+    for label in bars.get_xticklabels():  # anchor each rotated name at its bar, not its middle
+        label.set_horizontalalignment("right")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
