@@ -115,22 +115,64 @@ def lu_pl(y: Any) -> Any:
     return scipy.linalg.lu(y, permute_l=True, overwrite_a=True, check_finite=False)[0]
 
 
+#: Thin products (few columns in b) on CPU go to the Numba loops of `_thin` instead of gemm:
+#: A·X-type products up to this many columns, Aᵀ·Y-type up to the second limit (see `_thin`).
+THIN_DOT_COLUMNS = 32
+THIN_AXPY_COLUMNS = 8
+THIN_MIN_ELEMENTS = 1 << 15  # smaller matrices: gemm's fixed costs are as small as the loops'
+
+
 def matmul(a: Any, b: Any, *, transpose_a: bool = False, out: Any = None) -> Any:
     """op(a) @ b with op = transpose when asked, written into `out` (Fortran order) if given.
 
     On CPU the product goes through scipy's BLAS gemm, the same library as scipy's LAPACK, so a
     whole algorithm runs on one BLAS thread pool (alternating numpy's and scipy's OpenBLAS pools
     makes each spin against the other; on a loaded machine that cost 10x). C-ordered operands
-    are passed as transposed Fortran views: no copies.
+    are passed as transposed Fortran views: no copies. A large contiguous matrix times a thin
+    block (see THIN_*_COLUMNS) runs the Numba loops of `_thin` instead, which stay near memory
+    speed where gemm does not.
     """
     if is_cupy(a):
         return namespace(a).matmul(a.T if transpose_a else a, b, out=out)
+    thin = _thin_matmul(a, b, transpose_a, out)
+    if thin is not None:
+        return thin
     gemm = scipy.linalg.blas.get_blas_funcs("gemm", (a, b))
     a_fortran, trans_a = (a, transpose_a) if a.flags.f_contiguous else (a.T, not transpose_a)
     b_fortran, trans_b = (b, False) if b.flags.f_contiguous else (b.T, True)
     if out is None:
         return gemm(1.0, a_fortran, b_fortran, trans_a=trans_a, trans_b=trans_b)
     return gemm(1.0, a_fortran, b_fortran, trans_a=trans_a, trans_b=trans_b, c=out, overwrite_c=1)
+
+
+def _thin_matmul(a: Any, b: Any, transpose_a: bool, out: Any) -> Any:
+    """op(a) @ b through `_thin` when it applies (else None): a contiguous and large, b thin,
+    one float dtype, `out` (if given) Fortran-ordered. The big matrix is read as its C-ordered
+    face (a, or a.T for a Fortran-ordered a), which decides between the two loops."""
+    columns = b.shape[1]
+    if (
+        columns > THIN_DOT_COLUMNS
+        or a.size < THIN_MIN_ELEMENTS
+        or a.dtype not in FLOAT_DTYPES
+        or b.dtype != a.dtype
+        or not (a.flags.c_contiguous or a.flags.f_contiguous)
+        or (out is not None and not (out.flags.f_contiguous and out.dtype == a.dtype))
+    ):
+        return None
+    c_face, dot = (a, not transpose_a) if a.flags.c_contiguous else (a.T, transpose_a)
+    if not dot and columns > THIN_AXPY_COLUMNS:
+        return None
+    from . import _thin
+
+    rows = c_face.shape[0] if dot else c_face.shape[1]
+    if out is None:
+        out = np.empty((rows, columns), dtype=a.dtype, order="F")
+    b_t = b.T if b.flags.f_contiguous else np.ascontiguousarray(b.T)
+    if dot:
+        _thin.rows_dot(c_face, b_t, out.T)
+    else:
+        _thin.rows_axpy(c_face, b_t, out.T, max(1, min(numba.get_num_threads(), c_face.shape[0])))
+    return out
 
 
 def empty_block(rows: int, columns: int, dtype: Any, xp) -> Any:
