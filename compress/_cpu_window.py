@@ -89,9 +89,7 @@ def window_adam_kernel(
 @njit(cache=True)
 def decay_block(block, kind, decay):
     """block *= decay in the parameter's float type (bf16/f16 bits: in float32, rounded to nearest
-    even), as torch's `param.mul_(decay)`; skipped when decay == 1 (x·1 == x)."""
-    if decay == 1:
-        return
+    even), as torch's `param.mul_(decay)`."""
     if kind == NATIVE:
         typed = block.dtype.type(decay)
         for i in range(block.size):

@@ -89,15 +89,19 @@ def init_microadam_state(
     )
     buckets = -(-length // quant_bucket)
     device = param.device
-    error = {
-        "error_codes": torch.zeros((length + 1) // 2, dtype=torch.uint8, device=device),
-        "error_lo": torch.zeros(buckets, dtype=_BF16_BITS, device=device),
-        "error_hi": torch.zeros(buckets, dtype=_BF16_BITS, device=device),
-    }
+    error = (
+        {
+            "error_codes": torch.zeros((length + 1) // 2, dtype=torch.uint8, device=device),
+            "error_lo": torch.zeros(buckets, dtype=_BF16_BITS, device=device),
+            "error_hi": torch.zeros(buckets, dtype=_BF16_BITS, device=device),
+        }
+        if error_feedback == "q4"
+        else {}
+    )
     return {
         "step": torch.zeros((), dtype=torch.int64, device=device),
         "cursor": torch.zeros((), dtype=torch.int64, device=device),
-        **(error if error_feedback == "q4" else {}),
+        **error,
         "window_values": torch.zeros(
             (window, total_k),
             dtype=window_values_dtype(param.dtype, values_dtype),
