@@ -16,6 +16,8 @@ import numba
 import numpy as np
 import scipy.linalg
 
+from . import _thin
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -162,8 +164,6 @@ def _thin_matmul(a: Any, b: Any, transpose_a: bool, out: Any) -> Any:
     c_face, dot = (a, not transpose_a) if a.flags.c_contiguous else (a.T, transpose_a)
     if not dot and columns > THIN_AXPY_COLUMNS:
         return None
-    from . import _thin
-
     rows = c_face.shape[0] if dot else c_face.shape[1]
     if out is None:
         out = np.empty((rows, columns), dtype=a.dtype, order="F")
