@@ -61,6 +61,7 @@ def store_bounds(lo, hi, lo_out, hi_out, b, bf16_bounds):
 
 
 U0, U1, U2 = np.uint64(0), np.uint64(1), np.uint64(2)
+GROUP = np.uint64(16)  # buckets per phase; 32 or more lost the gain in measurements
 
 
 @njit(cache=True)
@@ -68,63 +69,90 @@ def quantize_range(
     src, first, codes, lo_out, hi_out, b0, bits, bucket, bf16_bounds, stochastic, seed
 ):
     """Quantize src (global elements first .. first + src.size - 1, starting bucket b0) into codes
-    and bounds, bucket after bucket: one min/max pass and one encode pass per bucket (both from
-    cache). Rounding offsets: 0.5 (round half up) or the hash of the element index (stochastic).
-    A 4-bit byte is completed by the element after its even element, so a range must start on
-    an even element (or on the range's first byte) for ranges to run in parallel.
+    and bounds. Buckets go in groups of GROUP, in three phases: the min/max of each bucket; the
+    bounds (bf16 rounding, storing) and steps of the whole group; the encode of each bucket (from
+    cache). Taking the per-bucket scalar work (bf16 rounding, two divisions) out of the streaming
+    loops lets the processor overlap it with them: 4-bit, bf16 bounds, 64M elements, one thread
+    went from 29.3 to 23.8 ms, as fast as float32 bounds.
+    Rounding offsets: 0.5 (round half up) or the hash of the element index (stochastic). A 4-bit
+    byte is completed by the element after its even element, so a range must start on an even
+    element (or on the range's first byte) for ranges to run in parallel.
     """
     max_code = (1 << bits) - 1
     words = src.view(np.int32)  # used by float32 sources only
     offsets = np.full(bucket, np.float32(0.5))
+    group_lo = np.empty(GROUP, np.float32)
+    group_hi = np.empty(GROUP, np.float32)
+    group_scale = np.empty(GROUP, np.float32)
+    group_base = np.empty(GROUP, np.float32)
+    group_inv_step = np.empty(GROUP, np.float32)
     n_total, width, start = np.uint64(src.size), np.uint64(bucket), np.uint64(first)
-    for b in range((n_total + width - U1) // width):  # unsigned: see the module docstring
-        q = b * width
-        n = min(width, n_total - q)
-        e = start + q
+    n_buckets = (n_total + width - U1) // width  # unsigned: see the module docstring
+    for g in range(U0, n_buckets, GROUP):
+        group = min(GROUP, n_buckets - g)
         # min/max: float32 data reduce order-preserving integer images of their bits (integer
         # min/max vectorizes, float min/max does not in Numba), so -0.0 < +0.0 here; float64
         # data (the fused step's float64 scratch) take a scalar loop on float32-rounded values.
-        if src.itemsize == 4:
-            key_lo = ordered_int(words[q])
-            key_hi = key_lo
-            for j in range(U1, n):
-                key = ordered_int(words[q + j])
-                key_lo = min(key_lo, key)
-                key_hi = max(key_hi, key)
-            lo = np.int32(ordered_int(key_lo)).view(np.float32)
-            hi = np.int32(ordered_int(key_hi)).view(np.float32)
-        else:
-            lo = np.float32(src[q])
-            hi = lo
-            for j in range(U1, n):
-                v = np.float32(src[q + j])
-                lo = min(lo, v)
-                hi = max(hi, v)
-        lo, hi = store_bounds(lo, hi, lo_out, hi_out, np.uint64(b0) + b, bf16_bounds)
-        scale, _, base, _, inv_step = bucket_steps(lo, hi, max_code)
-        if stochastic:
-            for j in range(n):
-                offsets[j] = hash_uniform(seed, e + j)
-        if bits == 8:
-            for j in range(n):
-                codes[e + j] = quant_code(src[q + j], scale, base, inv_step, offsets[j], max_code)
-            continue
-        j = U0
-        if e & U1 == U1:  # this bucket starts in the low nibble of a byte its predecessor began
-            codes[e >> U1] |= quant_code(src[q], scale, base, inv_step, offsets[0], max_code)
-            j = U1
-        n_pairs = (n - j) >> U1
-        byte0 = (e + j) >> U1
-        for p in range(n_pairs):
-            k = j + U2 * p
-            high = quant_code(src[q + k], scale, base, inv_step, offsets[k], max_code)
-            low = quant_code(src[q + k + U1], scale, base, inv_step, offsets[k + U1], max_code)
-            codes[byte0 + p] = (high << 4) | low
-        j += U2 * n_pairs
-        if j < n:
-            codes[(e + j) >> U1] = (
-                quant_code(src[q + j], scale, base, inv_step, offsets[j], max_code) << 4
+        for i in range(group):
+            q = (g + i) * width
+            n = min(width, n_total - q)
+            if src.itemsize == 4:
+                key_lo = ordered_int(words[q])
+                key_hi = key_lo
+                for j in range(U1, n):
+                    key = ordered_int(words[q + j])
+                    key_lo = min(key_lo, key)
+                    key_hi = max(key_hi, key)
+                group_lo[i] = np.int32(ordered_int(key_lo)).view(np.float32)
+                group_hi[i] = np.int32(ordered_int(key_hi)).view(np.float32)
+            else:
+                lo = np.float32(src[q])
+                hi = lo
+                for j in range(U1, n):
+                    v = np.float32(src[q + j])
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+                group_lo[i] = lo
+                group_hi[i] = hi
+        for i in range(group):
+            group_lo[i], group_hi[i] = store_bounds(
+                group_lo[i], group_hi[i], lo_out, hi_out, np.uint64(b0) + g + i, bf16_bounds
             )
+        for i in range(group):
+            scale, _, base, _, inv_step = bucket_steps(group_lo[i], group_hi[i], max_code)
+            group_scale[i] = scale
+            group_base[i] = base
+            group_inv_step[i] = inv_step
+        for i in range(group):
+            q = (g + i) * width
+            n = min(width, n_total - q)
+            e = start + q
+            scale, base, inv_step = group_scale[i], group_base[i], group_inv_step[i]
+            if stochastic:
+                for j in range(n):
+                    offsets[j] = hash_uniform(seed, e + j)
+            if bits == 8:
+                for j in range(n):
+                    codes[e + j] = quant_code(
+                        src[q + j], scale, base, inv_step, offsets[j], max_code
+                    )
+                continue
+            j = U0
+            if e & U1 == U1:  # this bucket starts in the low nibble of a byte begun before it
+                codes[e >> U1] |= quant_code(src[q], scale, base, inv_step, offsets[0], max_code)
+                j = U1
+            n_pairs = (n - j) >> U1
+            byte0 = (e + j) >> U1
+            for p in range(n_pairs):
+                k = j + U2 * p
+                high = quant_code(src[q + k], scale, base, inv_step, offsets[k], max_code)
+                low = quant_code(src[q + k + U1], scale, base, inv_step, offsets[k + U1], max_code)
+                codes[byte0 + p] = (high << 4) | low
+            j += U2 * n_pairs
+            if j < n:
+                codes[(e + j) >> U1] = (
+                    quant_code(src[q + j], scale, base, inv_step, offsets[j], max_code) << 4
+                )
 
 
 @njit(cache=True)

@@ -106,7 +106,7 @@ def quant_code_py(x, scale, base, inv_step, offset, max_code):
     """
     v = (np.float32(x) * scale - base) * inv_step + offset
     v = min(max(v, np.float32(0.0)), np.float32(max_code))
-    return np.int64(v)
+    return np.int32(v)
 
 
 def dequant_value_py(code, step, base, unscale):
