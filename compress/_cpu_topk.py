@@ -4,10 +4,10 @@ Selection per block works on magnitude bits (|x| as an unsigned integer orders l
 non-NaN floats). A strided sample (every SAMPLE_STRIDE-th key) gives a floor that, with a
 4-sigma margin, leaves about 2-4·k keys above it; one vectorized pass packs the tests into a
 bit mask per 64 keys and the set bits give the candidates in index order (all keys when the
-sample misjudged, so the result is always exact); a radix select (2048-bin histograms of 11-bit
-digits, each scanned from its largest digit down) on the candidates narrows them to the few
-sharing the threshold's top digits, and a sort of those (at most SORT_BELOW keys) gives the
-exact threshold T; the candidates above T and the lowest-indexed ones equal to T make exactly k.
+sample misjudged, so the result is always exact); a radix select on the candidates, with
+histograms fitted to the range of the keys left (see `select_threshold`), narrows them to the
+few around the threshold, and a sort of those (at most SORT_BELOW keys) gives the exact
+threshold T; the candidates above T and the lowest-indexed ones equal to T make exactly k.
 Cost: one pass over the block plus O(k) work; no sort of the block. Output per block is in
 index order, ties to the lowest index.
 """
@@ -75,20 +75,6 @@ def store_value(dst, i, v, kind):
 
 
 @njit(cache=True)
-def digit_histogram(keys, shift, hist):
-    """hist = counts of the RADIX_BITS-bit digit (key >> shift) of keys; returns the largest
-    digit seen (the scan for the k-th largest starts there, not at the top bin)."""
-    mask = np.uint64(RADIX_BINS - 1)
-    hist[:] = 0
-    top = 0
-    for i in range(keys.size):
-        digit = (np.uint64(keys[i]) >> shift) & mask
-        hist[digit] += 1
-        top = max(top, np.int64(digit))
-    return top
-
-
-@njit(cache=True)
 def find_bin(hist, k, top):
     """Highest bin b <= top with count(bins >= b) >= k; returns (b, k - count(bins > b))."""
     above = 0
@@ -100,40 +86,68 @@ def find_bin(hist, k, top):
 
 
 @njit(cache=True)
-def select_threshold(keys, key_bits, k, hist, cand):
+def key_range(keys, m):
+    """(min, max) of keys[:m], m >= 1 (one vectorized pass)."""
+    low = keys[0]
+    high = low
+    for i in range(1, m):
+        low = min(low, keys[i])
+        high = max(high, keys[i])
+    return low, high
+
+
+@njit(cache=True)
+def select_threshold(keys, k, hist, cand):
     """Exact k-th largest of the (already masked) keys of a block, and how many keys equal to it
     to take (k minus the count of larger keys).
 
-    Radix select on RADIX_BITS-bit digits, top digit first; once at most SORT_BELOW keys share
-    the chosen digits, the rest is a sort of those few. hist: RADIX_BINS int64 scratch; cand:
-    scratch of keys' dtype, at least keys.size long.
+    Range-adaptive radix select: each level histograms (key − min) >> shift over at most
+    2^bits bins, bits growing with the number of keys left (6 up to RADIX_BITS) and shift the
+    smallest that fits the keys' current range into them, so the bins cover only values that
+    occur; the keys in the bin holding the k-th largest go on to the next level. Once at most
+    SORT_BELOW keys remain they are sorted; once all remaining keys are equal, that is the
+    answer. Each level divides the range by 2^bits, so levels are few (one or two for the
+    candidates of a sampled floor). hist: RADIX_BINS int64 scratch; cand: scratch of keys' dtype,
+    at least keys.size long.
     """
-    mask = np.uint64(RADIX_BINS - 1)
-    shift = np.uint64(key_bits - RADIX_BITS)
-    chosen, need = find_bin(hist, k, digit_histogram(keys, shift, hist))
-    m = 0
-    for i in range(keys.size):
-        key = keys[i]
-        cand[m] = key
-        m += (np.uint64(key) >> shift) & mask == chosen
-    while shift > 0 and m > SORT_BELOW:
-        shift = shift - np.uint64(min(RADIX_BITS, shift))
-        chosen, need = find_bin(hist, need, digit_histogram(cand[:m], shift, hist))
+    m = keys.size
+    need = k
+    in_cand = False  # level 0 reads keys; later levels read and compact cand in place
+    while True:
+        source = cand if in_cand else keys
+        low, high = key_range(source, m)
+        if low == high:
+            return low, need
+        if m <= SORT_BELOW:
+            rest = cand[:m]
+            if not in_cand:
+                rest[:] = keys[:m]
+            rest.sort()
+            threshold = rest[m - need]
+            larger = 0
+            for i in range(m - need + 1, m):
+                larger += rest[i] > threshold
+            return threshold, need - larger
+        bits = 6
+        while bits < RADIX_BITS and (1 << bits) < m:
+            bits += 1
+        span = np.uint64(high - low)
+        shift = np.uint64(0)
+        while (span >> shift) >= np.uint64(1 << bits):
+            shift += np.uint64(1)
+        top = np.int64(span >> shift)
+        hist[: top + 1] = 0
+        base = np.uint64(low)
+        for i in range(m):
+            hist[(np.uint64(source[i]) - base) >> shift] += 1
+        chosen, need = find_bin(hist, need, top)
         kept = 0
         for i in range(m):
-            key = cand[i]
+            key = source[i]
             cand[kept] = key
-            kept += (np.uint64(key) >> shift) & mask == chosen
+            kept += np.int64((np.uint64(key) - base) >> shift) == chosen
         m = kept
-    if m > SORT_BELOW:  # every digit matched: the m keys left are all equal
-        return cand[0], need
-    rest = cand[:m]
-    rest.sort()
-    threshold = rest[m - need]
-    larger = 0
-    for i in range(m - need + 1, m):
-        larger += rest[i] > threshold
-    return threshold, need - larger
+        in_cand = True
 
 
 @njit(cache=True)
@@ -203,7 +217,7 @@ def select_top_k(keys, abs_mask, key_bits, k, idx, cand_keys, cand_idx, narrow, 
     m = gather_candidates(keys, abs_mask, floor, cand_keys, cand_idx)
     if m < k:
         m = gather_candidates(keys, abs_mask, keys.dtype.type(0), cand_keys, cand_idx)
-    threshold, take_equal = select_threshold(cand_keys[:m], key_bits, k, hist, narrow)
+    threshold, take_equal = select_threshold(cand_keys[:m], k, hist, narrow)
     pos = 0
     for i in range(m):  # branch-free: which candidates win is unpredictable
         key = cand_keys[i]

@@ -130,10 +130,10 @@ def topk_blocks(
     """Per block of `block_size`, the k_b entries of largest |x| (exactly k_b; ties go to the
     lowest index), as signed values and block-relative int16 indices in ascending order.
 
-    Algorithm: radix select of the k-th largest magnitude on its float bits (2048-bin histograms
-    on ~2-4·k sampled-floor candidates, a sort of the last <= 64), then one index-ordered gather
-    pass. Cost per block: 2 reads of the block + a few
-    passes over the candidates sharing the threshold's top bits; O(d) total, no O(d log d).
+    Algorithm: radix select of the k-th largest magnitude on its float bits (histograms of at
+    most 2048 bins fitted to the range of the ~2-4·k sampled-floor candidates, a sort of the
+    last <= 64), then one index-ordered gather pass. Cost per block: 2 reads of the block + a few
+    passes over the candidates; O(d) total, no O(d log d).
     x: float32 or float64. check_finite adds one read pass (NaN would rank above everything).
     """
     _validate.vector(x, "x", (np.float32, np.float64))

@@ -83,6 +83,28 @@ def test_heavy_ties_match_a_stable_sort(levels, dtype):
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("density", [0.001, 0.01, 0.2])
+def test_magnitudes_spanning_the_whole_exponent_range(dtype, density):
+    # Keys from subnormals and zeros to the largest finite values, with repeats: the radix
+    # select's range-fitted levels must narrow spans of up to all the magnitude bits.
+    rng = np.random.default_rng(7)
+    info = np.finfo(dtype)
+    exponents = rng.uniform(np.log2(info.smallest_subnormal), np.log2(info.max), 40000)
+    x = (np.exp2(exponents) * rng.choice([-1.0, 1.0], exponents.size)).astype(dtype)
+    x[rng.integers(0, x.size, 2000)] = 0.0
+    x[rng.integers(0, x.size, 2000)] = x[rng.integers(0, x.size, 2000)]  # repeated magnitudes
+    block_size = 16384
+    sparse = compress.topk_blocks(x, density=density, block_size=block_size)
+    counts = compress.block_counts(x.size, density=density, block_size=block_size)
+    for b, start in enumerate(range(0, x.size, block_size)):
+        block = x[start : start + block_size]
+        k = counts.k_full if b < counts.n_blocks - 1 else counts.k_tail
+        expected = np.sort(np.argsort(-np.abs(block), kind="stable")[:k])
+        got = sparse.indices[b * counts.k_full : b * counts.k_full + k]
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_density_one_selects_everything():
     x = np.random.default_rng(3).standard_normal(1000).astype(np.float32)
     sparse = compress.topk_blocks(x, density=1.0, block_size=300)
