@@ -61,6 +61,7 @@ def store_bounds(lo, hi, lo_out, hi_out, b, bf16_bounds):
 
 
 U0, U1, U2 = np.uint64(0), np.uint64(1), np.uint64(2)
+HALF = np.float32(0.5)  # round-half-up offset
 GROUP = np.uint64(16)  # buckets per phase; 32 or more lost the gain in measurements
 
 
@@ -72,8 +73,10 @@ def quantize_range(
     and bounds. Buckets go in groups of GROUP, in three phases: the min/max of each bucket; the
     bounds (bf16 rounding, storing) and steps of the whole group; the encode of each bucket (from
     cache). Taking the per-bucket scalar work (bf16 rounding, two divisions) out of the streaming
-    loops lets the processor overlap it with them: 4-bit, bf16 bounds, 64M elements, one thread
-    went from 29.3 to 23.8 ms, as fast as float32 bounds.
+    loops lets the processor overlap it with them. The min/max loop runs over the whole bucket
+    (element 0 twice): from element 1 it would be 63 long, and its scalar remainder cost more
+    than its vector body. 4-bit, bf16 bounds, 64M elements, one thread: 29.3 ms before both
+    changes, 18.5 ms after (with the constant round-half-up offset below).
     Rounding offsets: 0.5 (round half up) or the hash of the element index (stochastic). A 4-bit
     byte is completed by the element after its even element, so a range must start on an even
     element (or on the range's first byte) for ranges to run in parallel.
@@ -99,7 +102,7 @@ def quantize_range(
             if src.itemsize == 4:
                 key_lo = ordered_int(words[q])
                 key_hi = key_lo
-                for j in range(U1, n):
+                for j in range(n):  # from 0, not 1: a 64-long loop vectorizes with no remainder
                     key = ordered_int(words[q + j])
                     key_lo = min(key_lo, key)
                     key_hi = max(key_hi, key)
@@ -108,7 +111,7 @@ def quantize_range(
             else:
                 lo = np.float32(src[q])
                 hi = lo
-                for j in range(U1, n):
+                for j in range(n):
                     v = np.float32(src[q + j])
                     lo = min(lo, v)
                     hi = max(hi, v)
@@ -143,11 +146,20 @@ def quantize_range(
                 j = U1
             n_pairs = (n - j) >> U1
             byte0 = (e + j) >> U1
-            for p in range(n_pairs):
-                k = j + U2 * p
-                high = quant_code(src[q + k], scale, base, inv_step, offsets[k], max_code)
-                low = quant_code(src[q + k + U1], scale, base, inv_step, offsets[k + U1], max_code)
-                codes[byte0 + p] = (high << 4) | low
+            if stochastic:
+                for p in range(n_pairs):
+                    k = j + U2 * p
+                    high = quant_code(src[q + k], scale, base, inv_step, offsets[k], max_code)
+                    low = quant_code(
+                        src[q + k + U1], scale, base, inv_step, offsets[k + U1], max_code
+                    )
+                    codes[byte0 + p] = (high << 4) | low
+            else:  # a constant offset, not a load per code: 8% faster from cache
+                for p in range(n_pairs):
+                    k = j + U2 * p
+                    high = quant_code(src[q + k], scale, base, inv_step, HALF, max_code)
+                    low = quant_code(src[q + k + U1], scale, base, inv_step, HALF, max_code)
+                    codes[byte0 + p] = (high << 4) | low
             j += U2 * n_pairs
             if j < n:
                 codes[(e + j) >> U1] = (
