@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ._threads import single_threaded_blas
+from ._threads import one_busy_pool
 from ._validation import COMMON_CHECKS, Check
 
 STATE_FORMAT = 1
@@ -136,7 +136,7 @@ class SmallStateOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        with single_threaded_blas():
+        with one_busy_pool():
             for group in self.param_groups:
                 for param in group["params"]:
                     if param.grad is None:

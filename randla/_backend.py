@@ -2,14 +2,17 @@
 
 Algorithms in randla are written once against the small set of operations below. The numpy path
 keeps float32 in float32 LAPACK (scipy.linalg calls s* routines; numpy.linalg would compute in
-float64). CuPy is imported only when a CuPy array is seen; torch is never imported here: tensors
-are recognised by their module name and crossed through DLPack.
+float64). CuPy is imported only when a CuPy array is seen; tensors are recognised by their
+module name and crossed through DLPack, and torch itself is imported only inside
+`torch_products`, the context in which torch callers have CPU products run on torch's BLAS.
 """
 
 from __future__ import annotations
 
+import contextvars
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numba
@@ -126,6 +129,27 @@ THIN_AXPY_COLUMNS = 8
 THIN_MIN_ELEMENTS = 1 << 15  # smaller matrices: gemm's fixed costs are as small as the loops'
 
 
+_TORCH_PRODUCTS = contextvars.ContextVar("randla_torch_products", default=False)
+
+
+@contextmanager
+def torch_products() -> Iterator[None]:
+    """Within this context, CPU products that `matmul` would send to scipy's gemm go to torch.mm
+    (torch's BLAS, on torch's thread pool) instead; the thin Numba loops keep theirs.
+
+    For callers that run torch operations around randla and keep the bundled OpenBLAS at one
+    thread to stop the two pools spinning against each other (the optimizers' steps): without it
+    their gemms would run on one core. Measured in an Adapprox step (2 blocks of width 768, 2
+    cores), the products with more columns than the thin loops take went from one thread to
+    two: k_max 16 108 → 83 ms, k_max 64 284 → 194 ms. QR and SVD stay on scipy.
+    """
+    token = _TORCH_PRODUCTS.set(True)
+    try:
+        yield
+    finally:
+        _TORCH_PRODUCTS.reset(token)
+
+
 def matmul(a: Any, b: Any, *, transpose_a: bool = False, out: Any = None) -> Any:
     """op(a) @ b with op = transpose when asked, written into `out` (Fortran order) if given.
 
@@ -141,12 +165,28 @@ def matmul(a: Any, b: Any, *, transpose_a: bool = False, out: Any = None) -> Any
     thin = _thin_matmul(a, b, transpose_a, out)
     if thin is not None:
         return thin
+    if _TORCH_PRODUCTS.get():
+        return _torch_matmul(a, b, transpose_a, out)
     gemm = scipy.linalg.blas.get_blas_funcs("gemm", (a, b))
     a_fortran, trans_a = (a, transpose_a) if a.flags.f_contiguous else (a.T, not transpose_a)
     b_fortran, trans_b = (b, False) if b.flags.f_contiguous else (b.T, True)
     if out is None:
         return gemm(1.0, a_fortran, b_fortran, trans_a=trans_a, trans_b=trans_b)
     return gemm(1.0, a_fortran, b_fortran, trans_a=trans_a, trans_b=trans_b, c=out, overwrite_c=1)
+
+
+def _torch_matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool, out: Any) -> np.ndarray:
+    """op(a) @ b by torch.mm on zero-copy tensor views, into `out` (Fortran order) or a new
+    Fortran-ordered array."""
+    import torch
+
+    left = torch.from_numpy(a)
+    if transpose_a:
+        left = left.T
+    if out is None:
+        out = np.empty((left.shape[0], b.shape[1]), dtype=a.dtype, order="F")
+    torch.mm(left, torch.from_numpy(b), out=torch.from_numpy(out))
+    return out
 
 
 def _thin_matmul(a: Any, b: Any, transpose_a: bool, out: Any) -> Any:
