@@ -83,7 +83,7 @@ def quantize_range(
     """
     max_code = (1 << bits) - 1
     words = src.view(np.int32)  # used by float32 sources only
-    offsets = np.full(bucket, np.float32(0.5))
+    offsets = np.full(min(bucket, src.size), np.float32(0.5))  # bucket may exceed the range
     group_lo = np.empty(GROUP, np.float32)
     group_hi = np.empty(GROUP, np.float32)
     group_scale = np.empty(GROUP, np.float32)

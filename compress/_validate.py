@@ -6,6 +6,7 @@ from ._backend import is_gpu_array, kernels, namespace
 from ._scalar import BF16, F16, NATIVE
 
 MAX_BLOCK_SIZE = 32767  # block-relative indices are int16
+MAX_BUCKET = 2**31 - 1  # a bucket past the vector's length is one bucket; this keeps sizes in int64
 DTYPE_NAMES = {"float32": np.float32, "float64": np.float64, "bfloat16": np.uint16}
 
 
@@ -77,7 +78,21 @@ def bits(value: int) -> int:
 
 
 def bucket(value: int) -> int:
-    return integer(value, "bucket", 2)
+    return integer(value, "bucket", 2, MAX_BUCKET)
+
+
+def finite_real(value, name: str) -> float:
+    """A finite real number (see `real`) as a float."""
+    value = real(value, name)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def instance(value, cls, name: str) -> None:
+    """value must be a `cls` (the containers: Quantized, SparseBlocks, SparseWindow, ...)."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
 
 
 def block_indices(indices, block_size: int, length: int, k_full: int, name: str) -> None:

@@ -32,6 +32,8 @@ def ef_topk_requantize(
     window.block_size must be a multiple of error.bucket (an even bucket for 4-bit codes).
     check_finite=True checks grad (one extra read) before any state is modified.
     """
+    _validate.instance(error, Quantized, "error")
+    _validate.instance(window, SparseWindow, "window")
     error.check("error")
     if window.block_size % error.bucket != 0 or (error.bits == 4 and error.bucket % 2):
         raise ValueError(
@@ -61,6 +63,8 @@ def window_topk(
 def _select_into_window(grad, error, window, density, scale, check_finite) -> None:
     """Validate, then run the fused kernel with (error given) or without error feedback."""
     _validate.vector(grad, "grad", (np.float32, np.float64, np.float16, np.uint16))
+    _validate.instance(window, SparseWindow, "window")
+    scale = _validate.finite_real(scale, "scale")
     window.check("window", indices=False)  # the step writes row `cursor`, reads no index
     n = grad.size
     if window.length != n or (error is not None and error.length != n):

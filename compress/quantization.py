@@ -48,9 +48,9 @@ class Quantized:
         like=None,
     ) -> Quantized:
         """Uninitialised storage for a vector of `length` (numpy, or like's namespace)."""
-        _validate.integer(length, "length", 0)
-        _validate.bits(bits)
-        _validate.bucket(bucket)
+        length = _validate.integer(length, "length", 0)
+        bits = _validate.bits(bits)
+        bucket = _validate.bucket(bucket)
         _validate.dtype_name(bounds_dtype, "bounds_dtype", BOUNDS_DTYPES)
         xp = np if like is None else namespace(like)
         n_codes = length if bits == 8 else -(-length // 2)
@@ -60,7 +60,7 @@ class Quantized:
             codes=xp.zeros(n_codes, np.uint8),
             lo=xp.zeros(n_buckets, bounds),
             hi=xp.zeros(n_buckets, bounds),
-            length=int(length),
+            length=length,
             bits=bits,
             bucket=bucket,
         )
@@ -91,9 +91,11 @@ def seed_from(rng) -> int:
         rng = np.random.default_rng()
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(0, 2**63 - 1))
-    if isinstance(rng, (int, np.integer)) and rng >= 0:
-        return int(rng)
-    raise TypeError(f"rng must be None, a non-negative int or a numpy Generator, got {rng!r}")
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
+        raise TypeError(f"rng must be None, an int in [0, 2**64) or a numpy Generator, got {rng!r}")
+    if not 0 <= rng < 2**64:
+        raise ValueError(f"rng must be None, an int in [0, 2**64) or a numpy Generator, got {rng}")
+    return int(rng)
 
 
 def quantize(
@@ -101,7 +103,7 @@ def quantize(
     *,
     bits: int = 4,
     bucket: int = 64,
-    bounds_dtype: str = "float32",
+    bounds_dtype: str | None = None,
     stochastic: bool = False,
     rng=None,
     out: Quantized | None = None,
@@ -113,19 +115,28 @@ def quantize(
     code = round_half_up((x - lo)/step) clamped; hi == lo gives codes 0. With `stochastic`, the
     0.5 offset becomes a uniform from a counter-based hash of (seed, element index), so results
     are reproducible for an int seed or Generator `rng` and identical on CPU and GPU.
+    bounds_dtype: "float32" or "bfloat16"; None takes out's, else float32.
     Cost: reads 4 B/elem (+ one finite-check read pass when check_finite), writes bits/8 B/elem.
     """
     _validate.vector(x, "x", (np.float32,))
     if check_finite:
         _validate.finite(x, "x")
     if out is None:
-        out = Quantized.empty(x.size, bits=bits, bucket=bucket, bounds_dtype=bounds_dtype, like=x)
+        bounds = "float32" if bounds_dtype is None else bounds_dtype
+        out = Quantized.empty(x.size, bits=bits, bucket=bucket, bounds_dtype=bounds, like=x)
     else:
+        _validate.instance(out, Quantized, "out")
         out.check("out")
         if (out.length, out.bits, out.bucket) != (x.size, bits, bucket):
             raise ValueError(
                 f"out has (length, bits, bucket) = {(out.length, out.bits, out.bucket)}, "
                 f"expected {(x.size, bits, bucket)}"
+            )
+        if bounds_dtype is not None and bounds_dtype != out.bounds_dtype:
+            _validate.dtype_name(bounds_dtype, "bounds_dtype", BOUNDS_DTYPES)
+            raise ValueError(
+                f"bounds_dtype {bounds_dtype!r} differs from out's {out.bounds_dtype!r} "
+                "(pass None to use out's)"
             )
     seed = seed_from(rng) if stochastic else 0
     kernels(x).quantize(
@@ -148,6 +159,7 @@ def dequantize(q: Quantized, *, out=None, add: bool = False):
     With add=True, out += x̂ in place (error feedback without a temporary). out: float32 or
     float64 (float32 by default). Cost: reads bits/8 B/elem, writes (and with add reads) out.
     """
+    _validate.instance(q, Quantized, "q")
     q.check("q")
     if out is None:
         if add:

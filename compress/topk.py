@@ -26,8 +26,8 @@ class BlockCounts(NamedTuple):
 def block_counts(length: int, *, density: float, block_size: int = 16384) -> BlockCounts:
     """k_full = ceil(block_size·density); the tail block keeps ceil(tail_len·density) >= 1."""
     _validate.density(density)
-    _validate.block_size(block_size)
-    _validate.integer(length, "length", 1)
+    block_size = _validate.block_size(block_size)
+    length = _validate.integer(length, "length", 1)
     n_blocks = -(-length // block_size)
     tail_len = length - (n_blocks - 1) * block_size
     k_full = min(block_size, math.ceil(block_size * density))
@@ -144,6 +144,7 @@ def topk_blocks(
             x.size, density=density, block_size=block_size, values_dtype=values_dtype, like=x
         )
     else:
+        _validate.instance(out, SparseBlocks, "out")
         out.check("out", indices=False)
         expected = block_counts(x.size, density=density, block_size=block_size)
         if (out.length, out.block_size, out.k_full, out.k_tail) != (
@@ -172,6 +173,7 @@ def topk_blocks(
 
 
 def _check_pair(sparse: SparseBlocks, x, name: str) -> None:
+    _validate.instance(sparse, SparseBlocks, "sparse")
     sparse.check("sparse")
     _validate.vector(x, name, (np.float32, np.float64))
     if x.size != sparse.length:
@@ -181,6 +183,7 @@ def _check_pair(sparse: SparseBlocks, x, name: str) -> None:
 def scatter_add(sparse: SparseBlocks, out, *, scale: float = 1.0):
     """out[block start + index] += scale·value for every entry, in place. Cost O(total_k)."""
     _check_pair(sparse, out, "out")
+    scale = _validate.finite_real(scale, "scale")
     kernels(out).scatter_add(
         sparse.values,
         sparse.values_kind,
@@ -188,7 +191,7 @@ def scatter_add(sparse: SparseBlocks, out, *, scale: float = 1.0):
         sparse.block_size,
         sparse.k_full,
         sparse.k_tail,
-        float(scale),
+        scale,
         out,
     )
     return out

@@ -59,15 +59,17 @@ class SparseWindow:
         like=None,
     ) -> SparseWindow:
         """A zeroed window of m rows for vectors of `length`, cursor 0."""
-        _validate.integer(m, "m", 1)
+        m = _validate.integer(m, "m", 1)
         _validate.dtype_name(values_dtype, "values_dtype", VALUES_DTYPES)
+        length = _validate.integer(length, "length", 1)
+        block_size = _validate.block_size(block_size)
         counts = block_counts(length, density=density, block_size=block_size)
         xp = np if like is None else namespace(like)
         shape = (m, counts.total_k)
         return cls(
             values=xp.zeros(shape, _validate.DTYPE_NAMES[values_dtype]),
             indices=xp.zeros(shape, np.int16),
-            length=int(length),
+            length=length,
             block_size=block_size,
             k_full=counts.k_full,
             cursor=0,
@@ -92,6 +94,7 @@ def _statistics_args(
 ):
     """Rows by age (newest first), β^age weights, bias corrections and eps, all float64 (the
     statistics' type for every window dtype), after checking every argument."""
+    _validate.instance(window, SparseWindow, "window")
     window.check(indices=check_indices)
     if _validate.integer(t, "t") < 1:
         raise ValueError(f"t must be >= 1 (rows ever written), got {t}")

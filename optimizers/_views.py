@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.autograd.graph import increment_version
 
 
 def array_view(tensor: torch.Tensor):
@@ -27,3 +28,13 @@ def _from_dlpack(tensor: torch.Tensor):
     if tensor.device.type != "cpu":
         raise TypeError(f"tensors on {tensor.device.type!r} are not supported (cpu or cuda)")
     return np.from_dlpack(tensor)
+
+
+def mark_written(tensor: torch.Tensor) -> None:
+    """Record an in-place change made through `array_view` in the tensor's autograd version.
+
+    Writes through a numpy/CuPy view bypass torch's version counter, so a backward through a graph
+    that saved the tensor before the change would silently use the new values; after this call
+    it raises, as it does after torch's own in-place updates.
+    """
+    increment_version(tensor)

@@ -38,9 +38,11 @@ import torch
 
 import randla
 
+from . import _adapprox_kernels as _kernels
 from ._base import SmallStateOptimizer
 from ._dense import dense_adamw_step, dense_state_dtype, init_dense_state
 from ._validation import COMMON_CHECKS, flag, in_range, integer, one_of, optional
+from ._views import array_view, mark_written
 
 #: Smallest side a matrix needs for the factored path when `min_dim` is None.
 DEFAULT_MIN_SIDE = 32
@@ -185,12 +187,20 @@ def adapprox_step(
         if exponent:
             factor = _times_power_of_two(factor.clone(), -2 * exponent)
         torch.mm(Q[:, :rank], factor.T, out=workspace)
-        workspace.clamp_min_(0.0).mul_(beta2)
-    else:
-        workspace.zero_()
     if exponent:
         grad = grad * 2.0**-exponent
-    as_param.addcmul_(grad, grad, value=1.0 - beta2)
+    fused = _fused_passes(param, grad, workspace)
+    if fused is not None:
+        g, v = fused
+        if not rank:
+            v.fill(0.0)
+        _kernels.mix_second_moment(v, g, v.dtype.type(beta2), v.dtype.type(1.0 - beta2))
+    else:
+        if rank:
+            workspace.clamp_min_(0.0).mul_(beta2)
+        else:
+            workspace.zero_()
+        as_param.addcmul_(grad, grad, value=1.0 - beta2)
 
     result = randla.adaptive_srsi(
         workspace,
@@ -215,19 +225,57 @@ def adapprox_step(
     root_c2 = math.sqrt(1.0 - beta2**step) if bias_correction else 1.0
     # On the scaled path ε scales with G; kept >= the smallest normal so 0/0 cannot occur.
     floor = eps * root_c2 * 2.0**-exponent
-    workspace.sqrt_().add_(max(floor, torch.finfo(workspace.dtype).tiny) if eps else 0.0)
-    torch.div(grad, as_param, out=as_param)
-    rms = root_c2 * float(torch.linalg.vector_norm(workspace)) / math.sqrt(workspace.numel())
+    eps_added = max(floor, torch.finfo(workspace.dtype).tiny) if eps else 0.0
+    if fused is not None:
+        norm = math.sqrt(_kernels.adam_direction(g, v, v.dtype.type(eps_added)))
+    else:
+        workspace.sqrt_().add_(eps_added)
+        torch.div(grad, as_param, out=as_param)
+        norm = float(torch.linalg.vector_norm(workspace))
+    rms = root_c2 * norm / math.sqrt(workspace.numel())
     scale = root_c2 / max(1.0, rms / clip_threshold)
     sign = -1.0 if maximize else 1.0
-
-    if "exp_avg" in state:
-        exp_avg = state["exp_avg"]
-        exp_avg.mul_(beta1).add_(as_param, alpha=(1.0 - beta1) * scale * sign)
+    decay = lr * weight_decay
+    exp_avg = state.get("exp_avg")
+    if exp_avg is not None:
+        alpha = (1.0 - beta1) * scale * sign
         step_size = lr / (1.0 - beta1**step) if bias_correction else lr
-        _apply_update(param, exp_avg, step_size, lr * weight_decay, as_param)
     else:
-        _apply_update(param, as_param, lr * scale * sign, lr * weight_decay, as_param)
+        step_size = lr * scale * sign
+
+    if fused is not None and (exp_avg is None or exp_avg.is_contiguous()):
+        t = v.dtype.type
+        weights = array_view(param).reshape(-1)
+        if exp_avg is None:
+            _kernels.parameter_only(v, weights, t(1.0 - decay), t(step_size))
+        else:
+            moment = array_view(exp_avg).reshape(-1)
+            _kernels.moment_and_parameter(
+                v, moment, weights, t(beta1), t(alpha), t(1.0 - decay), t(step_size)
+            )
+        mark_written(param)
+    elif exp_avg is not None:
+        exp_avg.mul_(beta1).add_(as_param, alpha=alpha)
+        _apply_update(param, exp_avg, step_size, decay, as_param)
+    else:
+        _apply_update(param, as_param, step_size, decay, as_param)
+
+
+def _fused_passes(param: torch.Tensor, grad: torch.Tensor, workspace: torch.Tensor):
+    """(G, V) as flat numpy views when the fused CPU loops apply, else None: every tensor on
+    the CPU, contiguous and of the workspace's dtype (so W and G share V's element order)."""
+    dtype = workspace.dtype
+    if not (
+        workspace.device.type == "cpu"
+        and param.device.type == "cpu"
+        and param.dtype == dtype
+        and grad.dtype == dtype
+        and param.is_contiguous()
+        and grad.is_contiguous()
+        and workspace.is_contiguous()
+    ):
+        return None
+    return array_view(grad).reshape(-1), array_view(workspace).reshape(-1)
 
 
 def _restore_saturated(u: torch.Tensor, exponent: int) -> None:

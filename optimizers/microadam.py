@@ -35,7 +35,7 @@ import compress
 
 from ._base import SmallStateOptimizer
 from ._validation import COMMON_CHECKS, Check, in_range, integer, one_of
-from ._views import array_view
+from ._views import array_view, mark_written
 
 VALUES_DTYPES = ("bfloat16", "float32", "param")
 ERROR_FEEDBACK = ("q4", "none")
@@ -341,5 +341,7 @@ class MicroAdam(SmallStateOptimizer):
             check_indices=False,
         )
         state["cursor"].fill_(window.cursor)
-        if work is not param:
+        if work is param:
+            mark_written(param)
+        else:
             param.copy_(work)

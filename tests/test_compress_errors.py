@@ -16,7 +16,8 @@ X = np.linspace(-1, 1, 100, dtype=np.float32)
         (lambda: compress.topk_blocks(X, density=0.1, block_size=0), ValueError, "block_size"),
         (lambda: compress.topk_blocks(X, density=0.1, block_size=32768), ValueError, "32767"),
         (lambda: compress.quantize(X, bits=3), ValueError, "bits must be 4 or 8"),
-        (lambda: compress.quantize(X, bucket=1), ValueError, "bucket must be an integer >= 2"),
+        (lambda: compress.quantize(X, bucket=1), ValueError, r"bucket must be an integer in \[2, "),
+        (lambda: compress.quantize(X, bucket=2**31), ValueError, "2147483647"),
         (lambda: compress.quantize(X.reshape(10, 10)), ValueError, "x must be 1-D"),
         (lambda: compress.quantize(X[::2]), ValueError, "x must be contiguous"),
         (lambda: compress.quantize(X.astype(np.int32)), TypeError, "x dtype must be one of"),
@@ -28,7 +29,24 @@ X = np.linspace(-1, 1, 100, dtype=np.float32)
         ),
         (lambda: compress.quantize(X, bounds_dtype="float16"), ValueError, "bounds_dtype"),
         (lambda: compress.dequantize(compress.quantize(X), add=True), ValueError, "add=True"),
-        (lambda: compress.quantize(X, stochastic=True, rng=-1), TypeError, "rng"),
+        (lambda: compress.quantize(X, stochastic=True, rng=-1), ValueError, r"rng .*2\*\*64"),
+        (lambda: compress.quantize(X, stochastic=True, rng=2**64), ValueError, "rng"),
+        (lambda: compress.quantize(X, stochastic=True, rng=True), TypeError, "rng"),
+        (lambda: compress.dequantize("q"), TypeError, "q must be a Quantized"),
+        (
+            lambda: compress.quantize(
+                X,
+                out=compress.Quantized.empty(100, bounds_dtype="bfloat16"),
+                bounds_dtype="float32",
+            ),
+            ValueError,
+            "bounds_dtype 'float32' differs from out's 'bfloat16'",
+        ),
+        (
+            lambda: compress.scatter_add(compress.topk_blocks(X, density=0.1), X.copy(), scale="2"),
+            TypeError,
+            "scale must be a real number",
+        ),
     ],
 )
 def test_bad_arguments(call, error, message):
@@ -80,3 +98,48 @@ def test_window_arguments_are_checked():
     window.cursor = 3
     with pytest.raises(ValueError, match="cursor"):
         compress.window_adam(window, 1, beta1=0.9, beta2=0.999, eps=1e-8, out=out)
+
+
+@pytest.mark.parametrize("scale", [None, "1", np.nan, np.inf])
+def test_fused_scale_is_checked_before_the_state_changes(scale):
+    grad = np.linspace(-1, 1, 300, dtype=np.float32)
+    window = compress.SparseWindow.empty(
+        300, m=1, density=0.1, block_size=64, values_dtype="float32"
+    )
+    error = compress.Quantized.empty(300, bucket=64)
+    with pytest.raises((TypeError, ValueError), match="scale"):
+        compress.window_topk(grad, window, density=0.1, scale=scale)
+    with pytest.raises((TypeError, ValueError), match="scale"):
+        compress.ef_topk_requantize(grad, error, window, density=0.1, scale=scale)
+    assert not window.values.any()
+    with pytest.raises(TypeError, match="error must be a Quantized"):
+        compress.ef_topk_requantize(grad, None, window, density=0.1)
+
+
+def test_a_bucket_longer_than_the_vector_is_one_bucket():
+    x = np.arange(1, 11, dtype=np.float32)
+    huge = compress.quantize(x, bits=8, bucket=2**31 - 1)  # no int64 overflow, no huge scratch
+    whole = compress.quantize(x, bits=8, bucket=10)
+    np.testing.assert_array_equal(huge.codes, whole.codes)
+    np.testing.assert_array_equal(compress.dequantize(huge), compress.dequantize(whole))
+
+
+def test_numpy_integer_sizes_are_computed_as_python_ints():
+    counts = compress.block_counts(np.uint16(60000), density=1.0, block_size=np.uint16(7))
+    assert (counts.n_blocks, counts.k_tail) == (8572, 3)
+    assert compress.block_counts(100000, density=0.5, block_size=np.int16(16384)).n_blocks == 7
+    assert compress.Quantized.empty(np.uint8(200), bucket=np.uint8(3)).codes.size == 100
+    window = compress.SparseWindow.empty(
+        np.uint16(60000), m=np.uint8(2), density=0.5, block_size=np.uint16(7)
+    )
+    total = compress.block_counts(60000, density=0.5, block_size=7).total_k
+    assert window.values.shape == (2, total) and type(window.length) is int
+
+
+def test_a_quantized_store_takes_a_float64_residual():
+    residual = np.random.default_rng(1).standard_normal(1000)
+    store = compress.ErrorFeedback.quantized(compress.Quantized.empty(1000, bits=8, bucket=50))
+    store.store(residual)
+    decoded = store.add_to(np.zeros(1000))
+    step = (residual.max() - residual.min()) / 255  # the widest bucket's step bounds them all
+    assert np.abs(decoded - residual).max() <= step / 2 * 1.01

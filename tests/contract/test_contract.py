@@ -245,6 +245,18 @@ def test_gradients_are_left_untouched_and_zero_grad_works(make):
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_a_step_counts_as_an_in_place_change_for_autograd(make):
+    # As after torch's own in-place updates: a graph that saved the parameters before the step
+    # refuses to backpropagate after it (the numpy/Numba write paths bump the version counter).
+    model = tiny_model()
+    opt = make(model.parameters())
+    loss_of(model).backward()
+    stale = sum((p * p).sum() for p in model.parameters())
+    opt.step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        stale.backward()
+
+
 def test_step_hooks_run(make):
     model = tiny_model()
     opt = make(model.parameters())
