@@ -18,10 +18,12 @@ Subclass hooks:
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from ._threads import one_busy_pool
@@ -45,6 +47,23 @@ class ParamReport:
         return self.state_bytes / max(1, math.prod(self.shape))
 
 
+def plain_options(group: dict[str, Any]) -> dict[str, Any]:
+    """The group with every 1-element tensor and numpy scalar (alone or in a tuple, as betas)
+    replaced by its Python number: hyperparameters reach the kernels as plain floats and ints
+    (a scheduler may have put a tensor there, as torch allows for lr)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            return value.item()
+        if isinstance(value, (np.integer, np.floating)):
+            return value.item()
+        if isinstance(value, tuple):
+            return tuple(plain(v) for v in value)
+        return value
+
+    return {k: (v if k in ("params", "param_names") else plain(v)) for k, v in group.items()}
+
+
 def mix_seed(seed: int, index: int) -> int:
     """A 63-bit key from (seed, index): splitmix64 finalizer, so nearby inputs decorrelate."""
     z = (seed * 0x9E3779B97F4A7C15 + index + 1) & 0xFFFFFFFFFFFFFFFF
@@ -57,6 +76,8 @@ class SmallStateOptimizer(torch.optim.Optimizer):
     """Base class: groups, lazy state, checkpoints, non-finite policy, accounting."""
 
     _checks: ClassVar[dict[str, Check]] = COMMON_CHECKS
+    #: Group options that decide the shapes and keys of a parameter's state: fixed once it exists.
+    _layout_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self._validate(defaults)
@@ -136,20 +157,48 @@ class SmallStateOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Every gradient and layout is checked before any parameter moves, so a step that raises
+        # has changed nothing.
+        work = []
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = self._usable_grad(param, group)
+                if grad is None:
+                    continue
+                options = plain_options(group)
+                if self.state.get(param):
+                    self._check_layout(param, options)
+                work.append((param, grad, options))
         with one_busy_pool():
-            for group in self.param_groups:
-                for param in group["params"]:
-                    if param.grad is None:
-                        continue
-                    grad = self._usable_grad(param, group)
-                    if grad is None:
-                        continue
-                    state = self.state[param]
-                    if not state:
-                        key = self._param_key(param, group)
-                        state.update(self._init_state(param, group, key))
-                    self._update(param, grad, state, group)
+            for param, grad, group in work:
+                state = self.state[param]
+                if not state:
+                    key = self._param_key(param, group)
+                    state.update(self._init_state(param, group, key))
+                    self._layouts()[param] = self._layout(group)
+                self._update(param, grad, state, group)
         return loss
+
+    def _layouts(self) -> dict[torch.Tensor, dict[str, Any]]:
+        """Per parameter with state, the `_layout_options` values its state was built with: kept
+        beside the state (never saved; rebuilt from the saved groups on load)."""
+        return self.__dict__.setdefault("_layout_records", {})
+
+    def _layout(self, group: dict[str, Any]) -> dict[str, Any]:
+        return {name: group[name] for name in self._layout_options}
+
+    def _check_layout(self, param: torch.Tensor, group: dict[str, Any]) -> None:
+        """Refuse (ValueError) a group option that would change this parameter's state layout."""
+        built = self._layouts().setdefault(param, self._layout(group))
+        for name, value in built.items():
+            if group[name] != value:
+                raise ValueError(
+                    f"{name} of {self._param_name(param)} cannot change once its state exists "
+                    f"(state built with {name}={value!r}, the group now has {group[name]!r}); "
+                    "set it before the first step, or start a new optimizer"
+                )
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -162,8 +211,16 @@ class SmallStateOptimizer(torch.optim.Optimizer):
         """Load a state dict made by this optimizer class, keeping every tensor's dtype.
 
         Refuses (ValueError, naming the parameter and key) a state dict from another optimizer,
-        from another state format, or whose state does not match what this parameter needs.
+        from another state format, with an invalid hyperparameter in any group, or whose state
+        does not match what its parameter needs. Runs torch's load_state_dict pre- and post-hooks
+        as torch does (pre-hooks before any check). Unlike torch, floating state is not cast to
+        the parameter's dtype (float32 moments of a bf16 parameter stay float32), only moved to
+        its device.
         """
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         tag = state_dict.get("smallstate")
         name = type(self).__name__
         if not isinstance(tag, dict) or tag.get("optimizer") != name:
@@ -183,29 +240,39 @@ class SmallStateOptimizer(torch.optim.Optimizer):
                 "the state dict's param groups do not match this optimizer's "
                 "(number of groups or of parameters per group)"
             )
+        # Groups saved before an option existed get today's default for it, as torch does.
+        merged = [{**self.defaults, **saved} for saved in saved_groups]
+        for group in merged:
+            self._validate(group)
         owners = {
-            pid: (param, saved)
-            for saved, group in zip(saved_groups, self.param_groups, strict=True)
+            pid: (param, plain_options(options))
+            for saved, options, group in zip(saved_groups, merged, self.param_groups, strict=True)
             for pid, param in zip(saved["params"], group["params"], strict=True)
         }
         for pid, param_state in state_dict["state"].items():
             if pid not in owners:
                 raise ValueError(f"state for unknown parameter id {pid}")
-            param, saved_group = owners[pid]
-            group = {**self.defaults, **saved_group}
-            self._validate(group)
-            self._check_loaded_state(param, group, param_state)
-        # Groups saved before an option existed get today's default for it, as torch does.
-        plain = {k: v for k, v in state_dict.items() if k != "smallstate"}
-        plain["param_groups"] = [{**self.defaults, **saved} for saved in saved_groups]
-        super().load_state_dict(plain)
-        # torch casts floating state to the parameter's dtype; put back the saved dtypes.
+            param, options = owners[pid]
+            self._check_loaded_state(param, options, param_state)
+        state: defaultdict[torch.Tensor, dict[Any, Any]] = defaultdict(dict)
+        layouts = {}
         for pid, param_state in state_dict["state"].items():
-            param = owners[pid][0]
-            self.state[param] = {
+            param, options = owners[pid]
+            state[param] = {
                 k: v.to(device=param.device, copy=True) if torch.is_tensor(v) else v
                 for k, v in param_state.items()
             }
+            layouts[param] = self._layout(options)
+        groups = []
+        for options, group in zip(merged, self.param_groups, strict=True):
+            options = {**options, "params": group["params"]}
+            if "param_names" in group and "param_names" not in options:
+                options["param_names"] = group["param_names"]
+            groups.append(options)
+        self.__setstate__({"state": state, "param_groups": groups})
+        self.__dict__["_layout_records"] = layouts
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
 
     def _check_loaded_state(self, param: torch.Tensor, group: dict, loaded: dict) -> None:
         like = torch.empty_like(param, device="meta")

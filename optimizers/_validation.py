@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 Check = Callable[[str, Any], None]
@@ -17,6 +18,8 @@ def _number(name: str, value: Any) -> float:
             raise ValueError(
                 f"{name} must be a number or a 1-element tensor, got shape {tuple(value.shape)}"
             )
+        value = value.item()
+    if isinstance(value, (np.integer, np.floating)):
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")

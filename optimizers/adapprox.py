@@ -308,6 +308,7 @@ class Adapprox(SmallStateOptimizer):
         maximize, nonfinite, seed: the contract's options; `seed` keys the random draws.
     """
 
+    _layout_options = ("k_max", "min_dim", "compressed")
     _checks = {
         **COMMON_CHECKS,
         "clip_threshold": in_range(0.0, math.inf, low_open=True),
@@ -402,6 +403,14 @@ class Adapprox(SmallStateOptimizer):
         if group["betas"][0] > 0:
             state["exp_avg"] = torch.zeros(param.shape, dtype=dtype, device=device)
         return state
+
+    def _check_loaded_state(self, param: torch.Tensor, group: dict, loaded: dict) -> None:
+        # The first moment follows β1 > 0 at each step, and a scheduler moves β1 after the step:
+        # a checkpoint may hold it while the group's β1 is now 0, or lack it while β1 > 0.
+        beta1, beta2 = group["betas"]
+        if ("exp_avg" in loaded) != (beta1 > 0):
+            group = {**group, "betas": (0.5 if "exp_avg" in loaded else 0.0, beta2)}
+        super()._check_loaded_state(param, group, loaded)
 
     def _update(self, param: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
         beta1, beta2 = group["betas"]

@@ -99,6 +99,7 @@ class LDAdam(SmallStateOptimizer):
     False), maximize, nonfinite ("raise" | "skip"), seed (rsvd draws for large first bases).
     """
 
+    _layout_options = ("rank", "side", "compressed", "min_dim", "error_feedback")
     _checks: ClassVar[dict[str, Check]] = {
         **COMMON_CHECKS,
         "rank": integer(1),

@@ -223,6 +223,14 @@ class MicroAdam(SmallStateOptimizer):
     float64 in float64).
     """
 
+    _layout_options = (
+        "window",
+        "density",
+        "block_size",
+        "values_dtype",
+        "error_feedback",
+        "quant_bucket",
+    )
     _checks: ClassVar[dict[str, Check]] = {
         **COMMON_CHECKS,
         "eps": in_range(0.0, math.inf, low_open=True),  # eps = 0 divides 0 by 0 on a zero window
@@ -321,16 +329,15 @@ class MicroAdam(SmallStateOptimizer):
         beta1, beta2 = (float(beta) for beta in group["betas"])
         work = param if param.is_contiguous() else param.contiguous()
         flat_param = array_view(work.view(-1))
-        flat_grad = array_view(grad.reshape(-1))
+        flat_grad = array_view(grad.contiguous().view(-1))
         error, window = core_state(state, group, param.numel())
-        state["step"] += 1
         # The indices were written by the fused kernel or range-checked on load: no O(m·k) check.
         microadam_step(
             flat_param,
             flat_grad,
             error,
             window,
-            t=int(state["step"]),
+            t=int(state["step"]) + 1,
             lr=lr,
             beta1=beta1,
             beta2=beta2,
@@ -340,6 +347,7 @@ class MicroAdam(SmallStateOptimizer):
             decay=1.0 - lr * group["weight_decay"],
             check_indices=False,
         )
+        state["step"] += 1
         state["cursor"].fill_(window.cursor)
         if work is param:
             mark_written(param)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -290,11 +291,10 @@ def test_nonfinite_raise_names_the_parameter_and_changes_nothing(make, bad):
     model[2].weight.grad[3, 4] = bad
     with pytest.raises(FloatingPointError, match="non-finite"):
         opt.step()
-    # parameters processed before the bad one may have moved; the bad one and all state after
-    # it must not: check the bad parameter exactly.
-    index = [i for i, p in enumerate(model.parameters()) if p is model[2].weight][0]
-    assert torch.equal(before_params[index], model[2].weight)
-    assert_same_state([before_state[index]], [state_snapshot(opt)[index]])
+    # Every gradient is checked before any parameter moves: nothing changed, not even the
+    # parameters that come before the bad one.
+    assert all(torch.equal(a, b) for a, b in zip(before_params, model.parameters(), strict=True))
+    assert_same_state(before_state, state_snapshot(opt))
 
 
 def test_nonfinite_skip_leaves_that_parameter_alone(make):
@@ -316,6 +316,46 @@ def test_nonfinite_skip_leaves_that_parameter_alone(make):
 
 
 # 9. accounting -----------------------------------------------------------------------------------
+def test_numeric_options_may_be_tensors_or_numpy_scalars(make):
+    # As torch allows a tensor lr: every numeric option as a 1-element tensor or numpy scalar
+    # trains, checkpoints and resumes like its float.
+    model = tiny_model()
+    probe = make(model.parameters())
+    numeric = [
+        k for k, v in probe.defaults.items() if isinstance(v, float) and not isinstance(v, bool)
+    ]
+    for wrap in (torch.tensor, np.float32):
+        model = tiny_model()
+        options = {k: wrap(probe.defaults[k]) for k in numeric}
+        opt = make(model.parameters(), **options)
+        train(model, opt, 2)
+        opt.load_state_dict(opt.state_dict())
+        train(model, opt, 1)
+
+
+def test_load_state_dict_validates_every_group_and_runs_torch_hooks(make):
+    model = tiny_model()
+    opt = make(model.parameters())
+    saved = opt.state_dict()  # no state yet: groups only
+    saved["param_groups"][0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="lr"):
+        make(model.parameters()).load_state_dict(saved)
+    train(model, opt, 1)
+    fresh = make(model.parameters())
+    seen = []
+
+    def pre_hook(optimizer, state_dict):
+        seen.append("pre")
+        state_dict = {**state_dict, "param_groups": [dict(g) for g in state_dict["param_groups"]]}
+        state_dict["param_groups"][0]["lr"] = 0.125
+        return state_dict
+
+    fresh.register_load_state_dict_pre_hook(pre_hook)
+    fresh.register_load_state_dict_post_hook(lambda optimizer: seen.append("post"))
+    fresh.load_state_dict(opt.state_dict())
+    assert seen == ["pre", "post"] and fresh.param_groups[0]["lr"] == 0.125
+
+
 def test_state_nbytes_and_describe_cover_every_parameter(make):
     model = tiny_model()
     opt = make(model.parameters())
