@@ -140,8 +140,8 @@ def torch_products() -> Iterator[None]:
     For callers that run torch operations around randla and keep the bundled OpenBLAS at one
     thread to stop the two pools spinning against each other (the optimizers' steps): without it
     their gemms would run on one core. Measured in an Adapprox step (2 blocks of width 768, 2
-    cores), the products with more columns than the thin loops take went from one thread to
-    two: k_max 16 108 → 83 ms, k_max 64 284 → 194 ms. QR and SVD stay on scipy.
+    cores, interleaved A/B, best of 4): k_max 16 98.6 → 74.1 ms, k_max 64 271.5 → 179.1 ms.
+    QR and SVD stay on scipy.
     """
     token = _TORCH_PRODUCTS.set(True)
     try:
