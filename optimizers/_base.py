@@ -300,6 +300,9 @@ class SmallStateOptimizer(torch.optim.Optimizer):
                     f"state {key!r} of {where} is a {type(got).__name__}, "
                     f"expected a {type(want).__name__}"
                 )
+        step = loaded.get("step")
+        if torch.is_tensor(step) and step.numel() == 1 and not float(step) >= 0:
+            raise ValueError(f"state 'step' of {where} must be >= 0, got {float(step)}")
         self._check_loaded_values(param, group, loaded)
 
     # ----------------------------------------------------------------- scratch

@@ -413,6 +413,20 @@ class Adapprox(SmallStateOptimizer):
             group = {**group, "betas": (0.5 if "exp_avg" in loaded else 0.0, beta2)}
         super()._check_loaded_state(param, group, loaded)
 
+    def _check_loaded_values(self, param: torch.Tensor, group: dict, loaded: dict) -> None:
+        """Refuse ranks outside [0, k] (next_rank: [1, k]) and a negative random key."""
+        if "Q" not in loaded:
+            return
+        where, cap = self._param_name(param), loaded["Q"].shape[1]
+        for name, low in (("rank", 0), ("next_rank", 1)):
+            value = int(loaded[name])
+            if not low <= value <= cap:
+                raise ValueError(
+                    f"state {name!r} of {where} must be in [{low}, {cap}], got {value}"
+                )
+        if int(loaded["key"]) < 0:
+            raise ValueError(f"state 'key' of {where} must be >= 0, got {int(loaded['key'])}")
+
     def _update(self, param: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
         beta1, beta2 = group["betas"]
         if "Q" not in state:

@@ -165,6 +165,15 @@ class LDAdam(SmallStateOptimizer):
             **_error_state(group["error_feedback"], rows, cols, dtype, device),
         }
 
+    def _check_loaded_values(self, param: torch.Tensor, group: dict, loaded: dict) -> None:
+        """Refuse a projection side other than the one this parameter's layout takes."""
+        layout = lowrank_layout(tuple(param.shape), group)
+        if layout is not None and loaded["side"] != layout[0]:
+            raise ValueError(
+                f"state 'side' of {self._param_name(param)} must be {layout[0]!r}, "
+                f"got {loaded['side']!r}"
+            )
+
     def _path(self, state: dict) -> str:
         if "basis" not in state:
             return "dense"

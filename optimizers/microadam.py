@@ -305,11 +305,10 @@ class MicroAdam(SmallStateOptimizer):
         return "microadam"
 
     def _check_loaded_values(self, param: torch.Tensor, group: dict, loaded: dict) -> None:
-        """Refuse a loaded state that would index outside the arrays: step >= 0, cursor in
-        [0, window), every window index inside its block (one O(m·k) read of the indices)."""
+        """Refuse a loaded state that would index outside the arrays: cursor in [0, window),
+        every window index inside its block (one O(m·k) read of the indices). (The base class
+        refuses a negative step.)"""
         where = self._param_name(param)
-        if int(loaded["step"]) < 0:
-            raise ValueError(f"state 'step' of {where} must be >= 0, got {int(loaded['step'])}")
         cursor = int(loaded["cursor"])
         if not 0 <= cursor < group["window"]:
             raise ValueError(

@@ -1,5 +1,5 @@
-"""Options that size a parameter's state are fixed once the state exists; other inputs the review
-found mishandled (strided gradients, a β1 schedule reaching 0 around a checkpoint)."""
+"""Options that size a parameter's state are fixed once the state exists; loaded state values are
+range-checked; strided gradients, and a β1 schedule reaching 0 around a checkpoint."""
 
 import pytest
 import torch
@@ -71,3 +71,26 @@ def test_adapprox_checkpoints_load_while_a_schedule_moves_beta1_through_zero():
     again.load_state_dict(resumed.state_dict())  # saved without the moment, β1 > 0 now
     again.step()
     assert "exp_avg" in again.state[param]
+
+
+@pytest.mark.parametrize(
+    ("cls", "options", "key", "value", "message"),
+    [
+        (Adapprox, dict(k_max=8), "rank", 100, r"'rank' .* must be in \[0, 8\]"),
+        (Adapprox, dict(k_max=8), "next_rank", 0, r"'next_rank' .* must be in \[1, 8\]"),
+        (Adapprox, dict(k_max=8), "key", -1, "'key' .* must be >= 0"),
+        (Adapprox, dict(k_max=8), "step", -1, "'step' .* must be >= 0"),
+        (LDAdam, dict(rank=4), "side", "up", "'side' .* must be 'left'"),
+        (LDAdam, dict(rank=4), "step", -1, "'step' .* must be >= 0"),
+        (MicroAdam, dict(density=0.25, block_size=256), "step", -1, "'step' .* must be >= 0"),
+    ],
+)
+def test_out_of_range_state_values_are_refused_on_load(cls, options, key, value, message):
+    param = _param()
+    opt = cls([param], **options)
+    opt.step()
+    saved = opt.state_dict()
+    entry = saved["state"][0]
+    entry[key] = value if isinstance(value, str) else torch.tensor(value, dtype=entry[key].dtype)
+    with pytest.raises(ValueError, match=message):
+        cls([param], **options).load_state_dict(saved)
