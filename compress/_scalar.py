@@ -124,7 +124,7 @@ def bucket_steps_py(lo, hi, levels):
     never rounds past hi. A bucket narrower than 2^-100 (its values are then below 2^-76 in
     magnitude) is coded at scale 2^64 (1/step would overflow, step would be subnormal).
     A constant bucket (hi == lo, or NaN bounds) has step 0 and 1/step 0: code 0 decodes to lo.
-    Decoding is within half a step of x plus float32 rounding of the result.
+    Decoding is within half a step of x plus float32 rounding (a few ulps of max(|lo|, |hi|)).
     """
     lo = np.float32(lo)
     hi = np.float32(hi)

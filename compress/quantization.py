@@ -154,7 +154,7 @@ def quantize(
 
 
 def dequantize(q: Quantized, *, out=None, add: bool = False):
-    """Decode q: x̂ = code·step + lo per bucket (hi == lo decodes to lo exactly).
+    """Decode q: x̂ = code·step + lo per bucket (hi == lo decodes to lo exactly; -0.0 as +0.0).
 
     With add=True, out += x̂ in place (error feedback without a temporary). out: float32 or
     float64 (float32 by default). Cost: reads bits/8 B/elem, writes (and with add reads) out.
