@@ -17,6 +17,7 @@ Subclass hooks:
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -161,13 +162,13 @@ class SmallStateOptimizer(torch.optim.Optimizer):
         # has changed nothing.
         work = []
         for group in self.param_groups:
+            options = plain_options(group)
             for param in group["params"]:
                 if param.grad is None:
                     continue
                 grad = self._usable_grad(param, group)
                 if grad is None:
                     continue
-                options = plain_options(group)
                 if self.state.get(param):
                     self._check_layout(param, options)
                 work.append((param, grad, options))
@@ -231,7 +232,7 @@ class SmallStateOptimizer(torch.optim.Optimizer):
                 f"state format {tag.get('format')!r} is not supported "
                 f"(this version reads format {STATE_FORMAT})"
             )
-        saved_groups = state_dict["param_groups"]
+        saved_groups = copy.deepcopy(state_dict["param_groups"])  # no aliasing, as in torch
         if len(saved_groups) != len(self.param_groups) or any(
             len(s["params"]) != len(g["params"])
             for s, g in zip(saved_groups, self.param_groups, strict=True)
