@@ -7,7 +7,6 @@ pytest-benchmark JSON (`machine_ceilings`) and the terminal summary.
 """
 
 import os
-import time
 from dataclasses import asdict, dataclass
 
 import numba
@@ -16,24 +15,10 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
+from bench.triad import best_seconds, triad_bandwidth_now
+
 BENCH_THREADS = int(os.environ.get("SMALLSTATE_BENCH_THREADS", os.cpu_count() or 1))
-TRIAD_LENGTH = 1 << 25  # 32M float32 = 128 MiB per array, far beyond any cache
 GEMM_SIZE = 2048
-
-
-@numba.njit(parallel=True, cache=True)
-def _triad(a, b, c, scale):
-    for i in numba.prange(a.size):
-        a[i] = b[i] + scale * c[i]
-
-
-def _best_seconds(run, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 @dataclass(frozen=True)
@@ -49,13 +34,8 @@ def measure_ceilings(threads: int = BENCH_THREADS) -> Ceilings:
     """Triad bandwidth (12 bytes moved per element, the STREAM convention) and sgemm rate."""
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(threads)
+    bandwidth = triad_bandwidth_now()
     rng = np.random.default_rng(0)
-    a = np.empty(TRIAD_LENGTH, np.float32)
-    b = rng.standard_normal(TRIAD_LENGTH, dtype=np.float32)
-    c = rng.standard_normal(TRIAD_LENGTH, dtype=np.float32)
-    _triad(a, b, c, np.float32(0.5))
-    triad_s = _best_seconds(lambda: _triad(a, b, c, np.float32(0.5)), 5)
-    bandwidth = 12 * TRIAD_LENGTH / triad_s / 1e9
 
     x = rng.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
     y = rng.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
@@ -63,10 +43,10 @@ def measure_ceilings(threads: int = BENCH_THREADS) -> Ceilings:
     flops = 2.0 * GEMM_SIZE**3
     with threadpool_limits(threads):
         np.matmul(x, y, out=out)
-        numpy_rate = flops / _best_seconds(lambda: np.matmul(x, y, out=out), 3) / 1e9
+        numpy_rate = flops / best_seconds(lambda: np.matmul(x, y, out=out), 3) / 1e9
     tx, ty, tout = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(out)
     torch.mm(tx, ty, out=tout)
-    torch_rate = flops / _best_seconds(lambda: torch.mm(tx, ty, out=tout), 3) / 1e9
+    torch_rate = flops / best_seconds(lambda: torch.mm(tx, ty, out=tout), 3) / 1e9
     return Ceilings(
         bandwidth_gbs=bandwidth,
         gemm_gflops=max(numpy_rate, torch_rate),

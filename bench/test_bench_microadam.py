@@ -3,8 +3,8 @@
 Run: pytest bench/test_bench_microadam.py --benchmark-only --benchmark-min-rounds=3
 (SMALLSTATE_BENCH_BLOCKS=4 for the smaller set). Both optimizers see the same parameters and the
 same gradients every round; each is warmed up by one step so its state exists. extra_info records
-state bytes per parameter, the step's bytes moved and the fraction of the measured triad
-bandwidth that represents.
+state bytes per parameter, the step's bytes moved and the fraction of the triad bandwidth that
+represents: of the run's ceiling and of a triad measured right after the step's rounds.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from bench.param_sets import count, transformer_params
+from bench.triad import triad_bandwidth_now
 from optimizers import MicroAdam
 
 BLOCKS = int(os.environ.get("SMALLSTATE_BENCH_BLOCKS", "12"))
@@ -54,9 +55,12 @@ def _timed_step(benchmark, opt, ceilings, bytes_moved):
         benchmark.pedantic(opt.step, rounds=5, warmup_rounds=1)
     seconds = benchmark.stats.stats.median
     _medians[type(opt).__name__] = seconds
+    alongside = triad_bandwidth_now()
     benchmark.extra_info.update(
         step_gbs=bytes_moved / seconds / 1e9,
         fraction_of_triad=bytes_moved / seconds / 1e9 / ceilings.bandwidth_gbs,
+        triad_alongside_gbs=alongside,
+        fraction_of_triad_alongside=bytes_moved / seconds / 1e9 / alongside,
     )
 
 
