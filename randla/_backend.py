@@ -53,13 +53,19 @@ def to_core(x: Any, name: str) -> tuple[Any, Callable[[Any], Any]]:
         if torch_dtype not in ("float32", "float64"):
             raise TypeError(f"{name} must be float32 or float64, got torch.{torch_dtype}")
         torch = sys.modules["torch"]
+        if x.layout != torch.strided:
+            raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
         detached = x.detach()
         if detached.device.type == "cuda":
             import cupy
 
             return cupy.from_dlpack(detached), torch.from_dlpack
         return np.from_dlpack(detached), torch.from_dlpack
-    if is_cupy(x) or isinstance(x, np.ndarray):
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} must be a plain array, got a masked array (pass its .filled())")
+    if isinstance(x, np.ndarray):
+        return np.asarray(x), _identity  # a subclass (np.matrix, memmap) as a plain view
+    if is_cupy(x):
         return x, _identity
     raise TypeError(
         f"{name} must be a numpy array, CuPy array or torch tensor, got {type(x).__name__}"

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from randla import _backend, _checks
+from randla import _backend, _checks, _scaling
 
 
 def estimate_error(A: Any, Q: Any, U: Any, *, probes: int = 8, rng: Any = None) -> float:
@@ -28,6 +28,8 @@ def estimate_error(A: Any, Q: Any, U: Any, *, probes: int = 8, rng: Any = None) 
     """
     a, _ = _backend.to_core(A, "A")
     total_squares = _checks.matrix(a)
+    # Far from ‖A‖_F ≈ 1 the residual's squares would overflow or underflow: work on A·2^-e.
+    a, total_squares, exponent = _scaling.to_unit_scale(a, total_squares)
     q, _ = _backend.to_core(Q, "Q")
     u, _ = _backend.to_core(U, "U")
     m, n = a.shape
@@ -40,13 +42,16 @@ def estimate_error(A: Any, Q: Any, U: Any, *, probes: int = 8, rng: Any = None) 
             raise TypeError(f"{name} must have A's dtype {a.dtype}, got {factor.dtype}")
         _checks.finite(factor, name)
     probes = _checks.integer(probes, "probes", 1)
+    if exponent:
+        u = _backend.namespace(u).ldexp(u, -exponent).astype(u.dtype, copy=False)
     w = _backend.standard_normal(
         _checks.generator(rng), (n, probes), a.dtype, _backend.namespace(a)
     )
     residual = _backend.matmul(a, w)
     residual -= _backend.matmul(q, _backend.matmul(u, w, transpose_a=True))
     estimate = math.sqrt(_backend.sum_squares(residual) / probes)
-    return max(estimate, 100.0 * _backend.eps(a.dtype) * math.sqrt(total_squares))
+    floor = 100.0 * _backend.eps(a.dtype) * math.sqrt(total_squares)
+    return math.ldexp(max(estimate, floor), exponent)
 
 
 def probe_prefix_errors(

@@ -33,7 +33,9 @@ def srsi(
     Q ← orth(A U), U ← Aᵀ Q. No orthonormalization after the Aᵀ product and no final small SVD:
     Q and U = AᵀQ are the output, so A ≈ QQᵀA. All l columns are kept internally; the first
     ``rank`` are returned, and every prefix j is itself a near-optimal rank-j approximation.
-    ``orth="lu"`` normalizes with LU between sweeps and with Householder QR in the last one.
+    ``orth="lu"`` normalizes with LU between sweeps, U included (P·L does not orthogonalize, and
+    one normalization per A·Aᵀ pair would lose directions below sqrt(eps)·σ1), and with
+    Householder QR in the last one, whose U = AᵀQ is left as is.
 
     The returned :class:`LowRank` carries the relative error of every prefix from the
     cumulative-norm identity (float64, exact up to its floor sqrt(100·eps)).
@@ -170,10 +172,14 @@ def _factorize(
     u = _backend.standard_normal(rng, (n, columns), a.dtype, xp)
     y = _backend.empty_block(m, columns, a.dtype, xp)
     for sweep in range(sweeps):
+        last = sweep == sweeps - 1
         _backend.matmul(a, u, out=y)
-        method = "qr" if orth == "lu" and sweep == sweeps - 1 else orth
-        q = orthonormal_basis(y, method)
+        q = orthonormal_basis(y, "qr" if orth == "lu" and last else orth)
         u = _backend.matmul(a, q, transpose_a=True)
+        if orth == "lu" and not last:
+            # P·L keeps the dominant directions in every column (QR removes them), so the next
+            # product would amplify them by σ1² against σj²: normalize U too, as rsvd does.
+            u = orthonormal_basis(u, "lu")
     errors, resolved = identity_prefix_errors(total_squares, u)
     return LowRank(q, u, errors, resolved)
 

@@ -23,6 +23,8 @@ def rsvd(
     l = rank + oversample columns (clipped silently to min(m, n)): Q ← orth(A Ω), then
     ``power_iters`` times Q ← orth(A orth(Aᵀ Q)); finally the small SVD of B = QᵀA, computed as
     the SVD of the tall n×l block AᵀQ. When m < n it works on Aᵀ so the tall side is the long one.
+    An A with ‖A‖_F outside 2^±48 (float32; 2^±496 in float64) is first scaled by a power of two
+    to ‖A‖_F ≈ 1 (exact) and S scaled back, so that AΩ cannot overflow the QR.
     Signs are deterministic: the largest-magnitude entry of every column of U is positive (as
     scikit-learn's svd_flip). S is in descending order; dtype is preserved (float32 LAPACK for
     float32).
@@ -42,7 +44,7 @@ def rsvd(
     Reference: Halko, Martinsson, Tropp, SIAM Review 53(2), 2011, Algorithms 4.4 and 5.1.
     """
     a, back = _backend.to_core(A, "A")
-    _checks.matrix(a)
+    total_squares = _checks.matrix(a)
     rank = _checks.integer(rank, "rank", 1, min(a.shape))
     oversample = _checks.integer(oversample, "oversample", 0)
     if power_iters is None:
@@ -51,6 +53,7 @@ def rsvd(
     orth = _checks.orth(orth)
     rng = _checks.generator(rng)
     xp = _backend.namespace(a)
+    a, _, exponent = _scaling.to_unit_scale(a, total_squares)
     transposed = a.shape[0] < a.shape[1]
     if transposed:
         a = a.T
@@ -68,7 +71,9 @@ def rsvd(
     signs[signs == 0] = 1
     left *= signs
     right = xp.ascontiguousarray(right * signs[:, None])
-    return back(xp.ascontiguousarray(left)), back(xp.ascontiguousarray(s[:rank])), back(right)
+    values = xp.ascontiguousarray(s[:rank])
+    _scaling.restore_scale(values, exponent)
+    return back(xp.ascontiguousarray(left)), back(values), back(right)
 
 
 def subspace_iteration(A: Any, Q0: Any, *, iters: int = 1, orth: str = "qr") -> Any:
@@ -76,13 +81,14 @@ def subspace_iteration(A: Any, Q0: Any, *, iters: int = 1, orth: str = "qr") -> 
 
     LDAdam's "power iteration" warm start: one step refreshes a projection basis that tracks a
     slowly moving dominant subspace. No orthonormalization between the two products (Q0 is
-    orthonormal); ``orth="lu"`` uses LU for all but the last step, which uses QR. A(AᵀQ) grows
+    orthonormal); ``orth="lu"`` normalizes with LU after every product (AᵀQ included: P·L does not
+    orthogonalize), except the last, which uses QR. A(AᵀQ) grows
     like ‖A‖², so an A with ‖A‖_F outside 2^±48 (float32; 2^±496 in float64) is first scaled
     by a power of two to ‖A‖_F ≈ 1 (exact, and Q does not depend on it); inside, nothing is done.
     A and Q0 must be finite.
 
-    Cost: 4·m·n·k flops in GEMMs plus one orthonormalization (≈ 4·m·k²) per iteration; out of
-    the safe range, one scaled copy of A.
+    Cost: 4·m·n·k flops in GEMMs plus one orthonormalization (≈ 4·m·k²; with "lu" also an n×k LU)
+    per iteration; out of the safe range, one scaled copy of A.
 
     Reference: Halko, Martinsson, Tropp, SIAM Review 2011, Algorithm 4.4; Robert et al., LDAdam,
     arXiv 2410.16103, §3.
@@ -102,8 +108,11 @@ def subspace_iteration(A: Any, Q0: Any, *, iters: int = 1, orth: str = "qr") -> 
     orth = _checks.orth(orth)
     a, _, _ = _scaling.to_unit_scale(a, total_squares)
     for step in range(iters):
-        method = "qr" if orth == "lu" and step == iters - 1 else orth
-        q = orthonormal_basis(_backend.matmul(a, _backend.matmul(a, q, transpose_a=True)), method)
+        last = step == iters - 1
+        middle = _backend.matmul(a, q, transpose_a=True)
+        if orth == "lu":  # LU does not orthogonalize: normalize after every product
+            middle = orthonormal_basis(middle, "lu")
+        q = orthonormal_basis(_backend.matmul(a, middle), "qr" if orth == "lu" and last else orth)
     return back(q)
 
 

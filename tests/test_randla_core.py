@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import scipy.linalg
+import torch
 
 import randla
 
@@ -364,3 +365,53 @@ def test_validation_errors_name_the_argument(xp):
     for error, message, call in _bad_calls(xp):
         with pytest.raises(error, match=message):
             call()
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e-170])
+def test_estimate_error_far_from_unit_scale_in_float64(scale):
+    a = np.random.default_rng(0).standard_normal((50, 40))
+    factors = randla.srsi(a, 5, rng=0)
+    unit = randla.estimate_error(a, factors.Q, factors.U, rng=0)
+    scaled = randla.srsi(a * scale, 5, rng=0)
+    far = randla.estimate_error(a * scale, scaled.Q, scaled.U, rng=0)
+    assert math.isfinite(far) and far > 0
+    assert far / scale == pytest.approx(unit, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lu_normalization_reaches_the_qr_error(dtype):
+    # σ_i = 0.5^i: one LU per A·Aᵀ pair lost every direction below sqrt(eps)·σ1.
+    rng = np.random.default_rng(0)
+    left = np.linalg.qr(rng.standard_normal((500, 300)))[0]
+    right = np.linalg.qr(rng.standard_normal((300, 300)))[0]
+    a = ((left * 0.5 ** np.arange(300)) @ right.T).astype(dtype)
+    rank = 20 if dtype == np.float32 else 30
+    errors = {}
+    for orth in ("qr", "lu"):
+        f = randla.srsi(a, rank, rng=0, orth=orth)
+        errors[orth] = np.linalg.norm(a.astype(np.float64) - f.Q.astype(np.float64) @ f.U.T)
+        q = randla.subspace_iteration(
+            a, np.linalg.qr(rng.standard_normal((500, rank)))[0].astype(dtype), iters=6, orth=orth
+        )
+        errors[orth + "-si"] = np.linalg.norm(a - q @ (q.T @ a))
+    assert errors["lu"] <= 1.5 * errors["qr"]
+    assert errors["lu-si"] <= 1.5 * errors["qr-si"]
+
+
+def test_rsvd_of_a_float32_matrix_near_the_largest_float():
+    g = np.random.default_rng(0).standard_normal((400, 300))
+    a = (g / np.linalg.norm(g) * 0.9 * np.finfo(np.float32).max).astype(np.float32)
+    u, s, vt = randla.rsvd(a, 5, rng=0)
+    exact = scipy.linalg.svdvals(a.astype(np.float64))[:5]
+    assert np.all(np.isfinite(s)) and s.dtype == np.float32
+    np.testing.assert_allclose(s, exact, rtol=0.05)
+
+
+def test_array_subclasses():
+    m = np.asmatrix(np.random.default_rng(0).standard_normal((40, 30)))
+    u, s, vt = randla.rsvd(m, 3, rng=0)
+    assert type(u) is np.ndarray and u.shape == (40, 3)
+    with pytest.raises(TypeError, match="A must be a plain array, got a masked array"):
+        randla.srsi(np.ma.masked_array(np.ones((4, 4))), 1)
+    with pytest.raises(TypeError, match="A must be a dense"):
+        randla.rsvd(torch.eye(4).to_sparse(), 1)
