@@ -407,6 +407,7 @@ def test_rsvd_of_a_float32_matrix_near_the_largest_float():
     np.testing.assert_allclose(s, exact, rtol=0.05)
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
 def test_array_subclasses():
     m = np.asmatrix(np.random.default_rng(0).standard_normal((40, 30)))
     u, s, vt = randla.rsvd(m, 3, rng=0)
