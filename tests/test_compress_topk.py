@@ -65,6 +65,18 @@ def test_ties_go_to_the_lowest_index():
     np.testing.assert_array_equal(zeros.indices, [0, 1, 2, 0, 1, 2])
 
 
+def assert_matches_stable_sort(x, density, block_size):
+    """Every block's selection equals a stable sort by descending magnitude (ties: lowest index)."""
+    sparse = compress.topk_blocks(x, density=density, block_size=block_size)
+    counts = compress.block_counts(x.size, density=density, block_size=block_size)
+    for b, start in enumerate(range(0, x.size, block_size)):
+        block = x[start : start + block_size]
+        k = counts.k_full if b < counts.n_blocks - 1 else counts.k_tail
+        expected = np.sort(np.argsort(-np.abs(block), kind="stable")[:k])
+        got = sparse.indices[b * counts.k_full : b * counts.k_full + k]
+        np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("levels", [3, 50, 1000])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_heavy_ties_match_a_stable_sort(levels, dtype):
@@ -73,14 +85,7 @@ def test_heavy_ties_match_a_stable_sort(levels, dtype):
     rng = np.random.default_rng(levels)
     block_size = 16384
     x = (rng.integers(-levels, levels + 1, 2 * block_size + 777) / levels).astype(dtype)
-    sparse = compress.topk_blocks(x, density=0.01, block_size=block_size)
-    counts = compress.block_counts(x.size, density=0.01, block_size=block_size)
-    for b, start in enumerate(range(0, x.size, block_size)):
-        block = x[start : start + block_size]
-        k = counts.k_full if b < counts.n_blocks - 1 else counts.k_tail
-        expected = np.sort(np.argsort(-np.abs(block), kind="stable")[:k])
-        got = sparse.indices[b * counts.k_full : b * counts.k_full + k]
-        np.testing.assert_array_equal(got, expected)
+    assert_matches_stable_sort(x, 0.01, block_size)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -95,14 +100,7 @@ def test_magnitudes_spanning_the_whole_exponent_range(dtype, density):
     x[rng.integers(0, x.size, 2000)] = 0.0
     x[rng.integers(0, x.size, 2000)] = x[rng.integers(0, x.size, 2000)]  # repeated magnitudes
     block_size = 16384
-    sparse = compress.topk_blocks(x, density=density, block_size=block_size)
-    counts = compress.block_counts(x.size, density=density, block_size=block_size)
-    for b, start in enumerate(range(0, x.size, block_size)):
-        block = x[start : start + block_size]
-        k = counts.k_full if b < counts.n_blocks - 1 else counts.k_tail
-        expected = np.sort(np.argsort(-np.abs(block), kind="stable")[:k])
-        got = sparse.indices[b * counts.k_full : b * counts.k_full + k]
-        np.testing.assert_array_equal(got, expected)
+    assert_matches_stable_sort(x, density, block_size)
 
 
 def test_density_one_selects_everything():
