@@ -73,7 +73,10 @@ def generator(rng: Any) -> Any:
     if _is_int(rng):
         seed: int | list[int] = int(rng)
         seeds = [seed]
-    elif isinstance(rng, Sequence) and not isinstance(rng, str) and all(map(_is_int, rng)):
+    elif (
+        (isinstance(rng, Sequence) and not isinstance(rng, str))
+        or (isinstance(rng, np.ndarray) and rng.ndim == 1)
+    ) and all(map(_is_int, rng)):
         seed = seeds = [int(v) for v in rng]
     else:
         raise TypeError(

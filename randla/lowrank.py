@@ -15,8 +15,12 @@ def identity_floor(dtype: Any) -> float:
     """Smallest relative error the cumulative-norm identity resolves: sqrt(100·eps(dtype)).
 
     The identity works on squared norms, so its 100·eps floor applies to e²: about 3.5e-3 in
-    float32 and 1.5e-7 in float64.
+    float32 and 1.5e-7 in float64. `dtype`: a numpy dtype (or its name) or a torch float dtype.
     """
+    if type(dtype).__module__.startswith("torch"):
+        dtype = str(dtype).removeprefix("torch.")
+    if np.dtype(dtype) not in _backend.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     return math.sqrt(100.0 * _backend.eps(dtype))
 
 

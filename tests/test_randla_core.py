@@ -416,3 +416,13 @@ def test_array_subclasses():
         randla.srsi(np.ma.masked_array(np.ones((4, 4))), 1)
     with pytest.raises(TypeError, match="A must be a dense"):
         randla.rsvd(torch.eye(4).to_sparse(), 1)
+
+
+def test_identity_floor_takes_torch_dtypes_and_rng_takes_int_arrays():
+    assert randla.identity_floor(torch.float32) == randla.identity_floor(np.float32)
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        randla.identity_floor(torch.int32)
+    a = np.random.default_rng(0).standard_normal((30, 20))
+    np.testing.assert_array_equal(
+        randla.srsi(a, 3, rng=np.array([1, 2])).Q, randla.srsi(a, 3, rng=[1, 2]).Q
+    )
