@@ -45,8 +45,13 @@ def to_unit_scale(a: Any, total_squares: float) -> tuple[Any, float, int]:
         exponent = math.frexp(peak)[1]
     if abs(exponent) <= safe_exponent_limit(a.dtype):
         return a, total_squares, 0
-    scaled = _backend.namespace(a).ldexp(a, -exponent).astype(a.dtype, copy=False)
+    scaled = scaled_down(a, exponent)
     return scaled, _backend.sum_squares(scaled), exponent
+
+
+def scaled_down(x: Any, exponent: int) -> Any:
+    """x·2^-exponent as a new array of x's dtype (exact barring denormals)."""
+    return _backend.namespace(x).ldexp(x, -exponent).astype(x.dtype, copy=False)
 
 
 def restore_scale(u: Any, exponent: int) -> None:

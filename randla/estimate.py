@@ -28,8 +28,6 @@ def estimate_error(A: Any, Q: Any, U: Any, *, probes: int = 8, rng: Any = None) 
     """
     a, _ = _backend.to_core(A, "A")
     total_squares = _checks.matrix(a)
-    # Far from ‖A‖_F ≈ 1 the residual's squares would overflow or underflow: work on A·2^-e.
-    a, total_squares, exponent = _scaling.to_unit_scale(a, total_squares)
     q, _ = _backend.to_core(Q, "Q")
     u, _ = _backend.to_core(U, "U")
     m, n = a.shape
@@ -42,8 +40,10 @@ def estimate_error(A: Any, Q: Any, U: Any, *, probes: int = 8, rng: Any = None) 
             raise TypeError(f"{name} must have A's dtype {a.dtype}, got {factor.dtype}")
         _checks.finite(factor, name)
     probes = _checks.integer(probes, "probes", 1)
+    # Far from ‖A‖_F ≈ 1 the residual's squares would overflow or underflow: work on A·2^-e.
+    a, total_squares, exponent = _scaling.to_unit_scale(a, total_squares)
     if exponent:
-        u = _backend.namespace(u).ldexp(u, -exponent).astype(u.dtype, copy=False)
+        u = _scaling.scaled_down(u, exponent)
     w = _backend.standard_normal(
         _checks.generator(rng), (n, probes), a.dtype, _backend.namespace(a)
     )
