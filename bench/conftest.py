@@ -2,7 +2,8 @@
 
 Every kernel benchmark reports its fraction of two ceilings measured in the same run, on the
 same thread count: the memory bandwidth of a STREAM-style triad (Numba, parallel) and the float32
-GEMM rate (the best of numpy's and torch's BLAS on a square product). The ceilings go into the
+GEMM rate (the best of numpy's and torch's BLAS on a square product); torch's bfloat16 GEMM rate
+is the ceiling of randla's ``precision="mixed"`` products. The ceilings go into the
 pytest-benchmark JSON (`machine_ceilings`) and the terminal summary.
 """
 
@@ -27,6 +28,7 @@ class Ceilings:
     gemm_gflops: float
     numpy_gemm_gflops: float
     torch_gemm_gflops: float
+    bfloat16_gemm_gflops: float
     threads: int
 
 
@@ -47,11 +49,15 @@ def measure_ceilings(threads: int = BENCH_THREADS) -> Ceilings:
     tx, ty, tout = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(out)
     torch.mm(tx, ty, out=tout)
     torch_rate = flops / best_seconds(lambda: torch.mm(tx, ty, out=tout), 3) / 1e9
+    bx, by = tx.to(torch.bfloat16), ty.to(torch.bfloat16)
+    bout = torch.mm(bx, by)
+    bfloat16_rate = flops / best_seconds(lambda: torch.mm(bx, by, out=bout), 3) / 1e9
     return Ceilings(
         bandwidth_gbs=bandwidth,
         gemm_gflops=max(numpy_rate, torch_rate),
         numpy_gemm_gflops=numpy_rate,
         torch_gemm_gflops=torch_rate,
+        bfloat16_gemm_gflops=bfloat16_rate,
         threads=threads,
     )
 
@@ -78,5 +84,6 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"machine ceilings ({c.threads} threads): triad bandwidth {c.bandwidth_gbs:.1f} GB/s, "
             f"float32 GEMM {c.gemm_gflops:.1f} GFLOP/s (numpy {c.numpy_gemm_gflops:.1f}, "
-            f"torch {c.torch_gemm_gflops:.1f})"
+            f"torch {c.torch_gemm_gflops:.1f}), bfloat16 GEMM (torch) "
+            f"{c.bfloat16_gemm_gflops:.1f} GFLOP/s"
         )

@@ -6,7 +6,9 @@ import pytest
 @pytest.mark.benchmark(group="ceilings")
 def test_machine_ceilings(benchmark, ceilings):
     benchmark.extra_info.update(
-        bandwidth_gbs=ceilings.bandwidth_gbs, gemm_gflops=ceilings.gemm_gflops
+        bandwidth_gbs=ceilings.bandwidth_gbs,
+        gemm_gflops=ceilings.gemm_gflops,
+        bfloat16_gemm_gflops=ceilings.bfloat16_gemm_gflops,
     )
     benchmark.pedantic(lambda: None, rounds=1)
     assert ceilings.bandwidth_gbs > 0 and ceilings.gemm_gflops > 0

@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ._threads import one_busy_pool
+from randla._backend import one_busy_pool
+
 from ._validation import COMMON_CHECKS, Check
 
 STATE_FORMAT = 1

@@ -2,15 +2,16 @@
 
 Algorithms in randla are written once against the small set of operations below. The numpy path
 keeps float32 in float32 LAPACK (scipy.linalg calls s* routines; numpy.linalg would compute in
-float64). CuPy is imported only when a CuPy array is seen; tensors are recognised by their
-module name and crossed through DLPack, and torch itself is imported only inside
-`torch_products`, the context in which torch callers have CPU products run on torch's BLAS.
+float64) and runs its gemm-sized products on torch.mm over zero-copy views (torch's BLAS and
+thread pool; see `one_busy_pool`). CuPy is imported only when a CuPy array is seen; tensors are
+recognised by their module name and crossed through DLPack.
 """
 
 from __future__ import annotations
 
-import contextvars
+import functools
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numba
 import numpy as np
 import scipy.linalg
+from threadpoolctl import ThreadpoolController
 
 from . import _thin
 
@@ -135,64 +137,103 @@ THIN_AXPY_COLUMNS = 8
 THIN_MIN_ELEMENTS = 1 << 15  # smaller matrices: gemm's fixed costs are as small as the loops'
 
 
-_TORCH_PRODUCTS = contextvars.ContextVar("randla_torch_products", default=False)
+_controller: ThreadpoolController | None = None
 
 
 @contextmanager
-def torch_products() -> Iterator[None]:
-    """Within this context, CPU products that `matmul` would send to scipy's gemm go to torch.mm
-    (torch's BLAS, on torch's thread pool) instead; the thin Numba loops keep theirs.
+def one_busy_pool() -> Iterator[None]:
+    """Bundled BLAS (numpy's and scipy's OpenBLAS) at one thread, restored on exit (about
+    20 µs); every public randla function runs inside it (`on_one_busy_pool`).
 
-    For callers that run torch operations around randla and keep the bundled OpenBLAS at one
-    thread to stop the two pools spinning against each other (the optimizers' steps): without it
-    their gemms would run on one core. Measured in an Adapprox step (2 blocks of width 768, 2
-    cores, interleaved A/B, best of 4): k_max 16 98.6 → 74.1 ms, k_max 64 271.5 → 179.1 ms.
-    QR and SVD stay on scipy.
+    On CPU randla's gemms run on torch.mm, on torch's OpenMP pool with all its threads; its QRs,
+    LUs and small SVDs stay on scipy's LAPACK, whose OpenBLAS has a pool of its own. When both
+    pools are multi-threaded they spin against each other, and a thin QR gains nothing from a
+    second thread: on the 2-core development machine a 4096×74 float32 QR took 8.0 ms on two
+    OpenBLAS threads and 2.1 ms on one, an Adapprox step over twelve 512×128 and 384×128 matrices
+    (k_max 16) 222 ms against 16 ms, a mixed-precision rsvd (4096×1024, rank 64) 223 ms against
+    38 ms. The limit is process-wide while the context is open: another Python thread using
+    numpy's BLAS meanwhile gets one thread too.
     """
-    token = _TORCH_PRODUCTS.set(True)
-    try:
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    with _controller.limit(limits=1, user_api="blas"):
         yield
-    finally:
-        _TORCH_PRODUCTS.reset(token)
 
 
-def matmul(a: Any, b: Any, *, transpose_a: bool = False, out: Any = None) -> Any:
-    """op(a) @ b with op = transpose when asked, written into `out` (Fortran order) if given.
+def on_one_busy_pool(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a public randla function inside `one_busy_pool`."""
 
-    On CPU the product goes through scipy's BLAS gemm, the same library as scipy's LAPACK, so a
-    whole algorithm runs on one BLAS thread pool (alternating numpy's and scipy's OpenBLAS pools
-    makes each spin against the other; on a loaded machine that cost 10x). C-ordered operands
-    are passed as transposed Fortran views: no copies. A large contiguous matrix times a thin
-    block (see THIN_*_COLUMNS) runs the Numba loops of `_thin` instead, which stay near memory
-    speed where gemm does not.
+    @functools.wraps(function)
+    def in_one_pool(*args: Any, **kwargs: Any) -> Any:
+        with one_busy_pool():
+            return function(*args, **kwargs)
+
+    return in_one_pool
+
+
+def low_precision_copy(a: np.ndarray) -> Any:
+    """A bfloat16 torch copy of a float32 CPU matrix (same strides), for `low_precision_matmul`;
+    half of a's bytes."""
+    import torch
+
+    return _tensor_view(a).to(torch.bfloat16)
+
+
+def low_precision_matmul(a_low: Any, b: np.ndarray, *, transpose_a: bool, out: Any) -> Any:
+    """op(a_low) @ b in bfloat16 (torch.mm: float32 accumulation, bfloat16 result; b rounded to
+    bfloat16), written as float32 into `out` (a new Fortran-ordered array when None).
+
+    With AVX512-BF16 or AMX this runs about 5x faster than float32 gemm (4096×1024 by 1024×74
+    on the 2-core development machine: 0.81 ms against 3.98 ms); without them torch emulates
+    it and it can be slower.
+    """
+    import torch
+
+    left = a_low.T if transpose_a else a_low
+    product = torch.mm(left, _tensor_view(b).to(torch.bfloat16))
+    if out is None:
+        out = np.empty(tuple(product.shape), dtype=np.float32, order="F")
+    torch.from_numpy(out).copy_(product)
+    return out
+
+
+def matmul(a: Any, b: Any, *, transpose_a: bool = False, out: Any = None, low: Any = None) -> Any:
+    """op(a) @ b with op = transpose when asked, written into `out` (Fortran order) if given;
+    with `low`, a's `low_precision_copy`, in bfloat16 (`low_precision_matmul`).
+
+    On CPU a large contiguous matrix times a thin block (see THIN_*_COLUMNS) runs the Numba
+    loops of `_thin`, which stay near memory speed where gemm does not; every other product is
+    torch.mm on zero-copy views, on torch's thread pool (`one_busy_pool` says why not OpenBLAS).
     """
     if is_cupy(a):
         return namespace(a).matmul(a.T if transpose_a else a, b, out=out)
+    if low is not None:
+        return low_precision_matmul(low, b, transpose_a=transpose_a, out=out)
     thin = _thin_matmul(a, b, transpose_a, out)
     if thin is not None:
         return thin
-    if _TORCH_PRODUCTS.get():
-        return _torch_matmul(a, b, transpose_a, out)
-    gemm = scipy.linalg.blas.get_blas_funcs("gemm", (a, b))
-    a_fortran, trans_a = (a, transpose_a) if a.flags.f_contiguous else (a.T, not transpose_a)
-    b_fortran, trans_b = (b, False) if b.flags.f_contiguous else (b.T, True)
-    if out is None:
-        return gemm(1.0, a_fortran, b_fortran, trans_a=trans_a, trans_b=trans_b)
-    return gemm(1.0, a_fortran, b_fortran, trans_a=trans_a, trans_b=trans_b, c=out, overwrite_c=1)
-
-
-def _torch_matmul(a: np.ndarray, b: np.ndarray, transpose_a: bool, out: Any) -> np.ndarray:
-    """op(a) @ b by torch.mm on zero-copy tensor views, into `out` (Fortran order) or a new
-    Fortran-ordered array."""
     import torch
 
-    left = torch.from_numpy(a)
+    left = _tensor_view(a)
     if transpose_a:
         left = left.T
     if out is None:
         out = np.empty((left.shape[0], b.shape[1]), dtype=a.dtype, order="F")
-    torch.mm(left, torch.from_numpy(b), out=torch.from_numpy(out))
+    torch.mm(left, _tensor_view(b), out=torch.from_numpy(out))
     return out
+
+
+def _tensor_view(x: np.ndarray) -> Any:
+    """A zero-copy torch view of a numpy array that is only read (torch warns about read-only
+    arrays because it could write through the view; randla never does)."""
+    import torch
+
+    if x.flags.writeable:
+        return torch.from_numpy(x)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(x)
 
 
 def _thin_matmul(a: Any, b: Any, transpose_a: bool, out: Any) -> Any:

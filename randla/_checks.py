@@ -14,6 +14,7 @@ import numpy as np
 from randla import _backend
 
 ORTH_METHODS = ("qr", "cholqr2", "lu")
+PRECISIONS = ("full", "mixed")
 
 
 def matrix(a: Any, name: str = "A") -> float:
@@ -62,6 +63,20 @@ def orth(method: Any, name: str = "orth") -> str:
     if method not in ORTH_METHODS:
         raise ValueError(f"{name} must be one of {ORTH_METHODS}, got {method!r}")
     return method
+
+
+def precision(value: Any, a: Any) -> bool:
+    """Check ``precision`` for matrix `a`; True for "mixed" (bfloat16 intermediate products),
+    which needs a float32 CPU array."""
+    if value not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
+    if value == "full":
+        return False
+    if _backend.is_cupy(a):
+        raise ValueError("precision='mixed' runs on CPU arrays only; use 'full' for CuPy/CUDA")
+    if a.dtype != np.float32:
+        raise ValueError(f"precision='mixed' needs a float32 A, got {a.dtype}; use 'full'")
+    return True
 
 
 def generator(rng: Any) -> Any:

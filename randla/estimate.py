@@ -10,6 +10,7 @@ import numpy as np
 from randla import _backend, _checks, _scaling
 
 
+@_backend.on_one_busy_pool
 def estimate_error(A: Any, Q: Any, U: Any, *, probes: int = 8, rng: Any = None) -> float:
     """Probe estimate of the **absolute** error ‖A − Q Uᵀ‖_F, without forming A − Q Uᵀ.
 

@@ -16,6 +16,7 @@ from randla.orth import orthonormal_basis
 STRATEGIES = ("step", "prefix")
 
 
+@_backend.on_one_busy_pool
 def srsi(
     A: Any,
     rank: int,
@@ -23,6 +24,7 @@ def srsi(
     oversample: int = 5,
     sweeps: int = 5,
     orth: str = "qr",
+    precision: str = "full",
     rng: Any = None,
     out: tuple[Any, Any] | None = None,
 ) -> LowRank:
@@ -48,6 +50,9 @@ def srsi(
     ``out=(Q_buf, U_buf)``: optional preallocated arrays of shapes (m, ≥rank) and (n, ≥rank) in
     A's dtype; the factors are written into their first ``rank`` columns and returned as views.
 
+    ``precision="mixed"`` (float32 CPU arrays): the products of every sweep but the last in
+    bfloat16, the last sweep's two in float32, as in :func:`randla.rsvd` (which explains it).
+
     Cost: 4·m·n·l·sweeps flops in GEMMs, plus ``sweeps`` orthonormalizations of an m×l block
     (≈ 4·m·l² each) and one pass over A for ‖A‖_F². Out of the safe range: one scaled copy of
     A (two more passes). Memory: (m + n)·l workspace.
@@ -67,6 +72,7 @@ def srsi(
         oversample=_checks.integer(oversample, "oversample", 0),
         sweeps=_checks.integer(sweeps, "sweeps", 1),
         orth=_checks.orth(orth),
+        mixed=_checks.precision(precision, a),
         rng=_checks.generator(rng),
     )
     return _deliver(factors.truncate(rank), exponent, buffers, back)
@@ -87,6 +93,7 @@ class AdaptiveResult:
     error: float
 
 
+@_backend.on_one_busy_pool
 def adaptive_srsi(
     A: Any,
     *,
@@ -99,6 +106,7 @@ def adaptive_srsi(
     oversample: int = 5,
     sweeps: int = 5,
     orth: str = "qr",
+    precision: str = "full",
     rng: Any = None,
     out: tuple[Any, Any] | None = None,
 ) -> AdaptiveResult:
@@ -116,6 +124,8 @@ def adaptive_srsi(
     Errors come from the cumulative-norm identity; where it cannot resolve them (below
     sqrt(100·eps), about 3.5e-3 in float32) from one all-prefix probe estimate with 8 probes.
     The rank always stays in [k_min, k_max]. ``out`` buffers should have ≥ k_max columns.
+
+    ``precision`` as in :func:`srsi`; the probes always run in A's precision.
 
     Cost: that of :func:`srsi` per factorization, plus 2·m·n·8 flops when probes are needed.
 
@@ -138,6 +148,7 @@ def adaptive_srsi(
         oversample=_checks.integer(oversample, "oversample", 0),
         sweeps=_checks.integer(sweeps, "sweeps", 1),
         orth=_checks.orth(orth),
+        mixed=_checks.precision(precision, a),
         rng=_checks.generator(rng),
     )
     while True:
@@ -161,7 +172,15 @@ def adaptive_srsi(
 
 
 def _factorize(
-    a: Any, total_squares: float, rank: int, *, oversample: int, sweeps: int, orth: str, rng: Any
+    a: Any,
+    total_squares: float,
+    rank: int,
+    *,
+    oversample: int,
+    sweeps: int,
+    orth: str,
+    mixed: bool,
+    rng: Any,
 ) -> LowRank:
     """S-RSI on a validated core array; returns all l = min(rank + p, m, n) columns."""
     xp = _backend.namespace(a)
@@ -171,14 +190,17 @@ def _factorize(
         a = xp.ascontiguousarray(a)
     u = _backend.standard_normal(rng, (n, columns), a.dtype, xp)
     y = _backend.empty_block(m, columns, a.dtype, xp)
+    low = _backend.low_precision_copy(a) if mixed and sweeps > 1 else None
     for sweep in range(sweeps):
         last = sweep == sweeps - 1
-        _backend.matmul(a, u, out=y)
+        sweep_low = None if last else low
+        _backend.matmul(a, u, out=y, low=sweep_low)
         q = orthonormal_basis(y, "qr" if orth == "lu" and last else orth)
-        u = _backend.matmul(a, q, transpose_a=True)
+        u = _backend.matmul(a, q, transpose_a=True, low=sweep_low)
         if orth == "lu" and not last:
-            # P·L keeps the dominant directions in every column (QR removes them), so the next
-            # product would amplify them by σ1² against σj²: normalize U too, as rsvd does.
+            # P·L keeps the dominant directions in every column (QR removes them), so the
+            # next product would amplify them by σ1² against σj²: normalize U too, as rsvd
+            # does.
             u = orthonormal_basis(u, "lu")
     errors, resolved = identity_prefix_errors(total_squares, u)
     return LowRank(q, u, errors, resolved)

@@ -8,6 +8,7 @@ from randla import _backend, _checks, _scaling
 from randla.orth import orthonormal_basis
 
 
+@_backend.on_one_busy_pool
 def rsvd(
     A: Any,
     rank: int,
@@ -15,6 +16,7 @@ def rsvd(
     oversample: int = 10,
     power_iters: int | None = None,
     orth: str = "qr",
+    precision: str = "full",
     rng: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Randomized truncated SVD: A ≈ U diag(S) Vt with U (m×rank), S (rank,), Vt (rank×n).
@@ -38,6 +40,17 @@ def rsvd(
     shared 2-core development machine, interleaved runs of the three (4096×1024, rank 64, float32)
     differed by less than the run-to-run noise at equal error, so accuracy decided.
 
+    ``precision="mixed"`` (float32 CPU arrays) computes every product of the range finder but the
+    last in bfloat16 (torch.mm on a bfloat16 copy of A, float32 accumulation; the blocks in
+    between are orthonormalized in float32); the last range-finder product and B = QᵀA stay in
+    float32. Early power iterations only improve the starting block, and the float32 product that
+    follows them removes their rounding, so the error matches ``"full"`` (rank 64, 4096×1024,
+    σ_j = 1/j: ‖A − USVᵀ‖_F/optimum − 1 = 3.83e-4 mixed, 3.79e-4 full) at 10 of 12 products
+    about 5x cheaper where the CPU has bfloat16 instructions (AVX512-BF16, AMX); see
+    docs/randla.md for measurements, and measure before choosing it elsewhere. It holds a
+    bfloat16 copy of A (half of A's bytes) and runs under `one_busy_pool` (OpenBLAS at one
+    thread, products on torch's threads, restored afterwards).
+
     Cost: (4·power_iters + 4)·m·n·l flops in GEMMs, plus 2·power_iters + 1 orthonormalizations of
     tall blocks (≈ 4·m·l² each) and a (4·n·l² + 8·l³)-flop small SVD.
 
@@ -51,6 +64,7 @@ def rsvd(
         power_iters = 7 if rank < 0.1 * min(a.shape) else 4
     power_iters = _checks.integer(power_iters, "power_iters", 0)
     orth = _checks.orth(orth)
+    mixed = _checks.precision(precision, a)
     rng = _checks.generator(rng)
     xp = _backend.namespace(a)
     a, _, exponent = _scaling.to_unit_scale(a, total_squares)
@@ -61,7 +75,8 @@ def rsvd(
         a = xp.ascontiguousarray(a)
     columns = min(rank + oversample, a.shape[1])
     omega = _backend.standard_normal(rng, (a.shape[1], columns), a.dtype, xp)
-    q = _alternating_basis(a, omega, 2 * power_iters + 1, orth)
+    low = _backend.low_precision_copy(a) if mixed and power_iters > 0 else None
+    q = _alternating_basis(a, omega, 2 * power_iters + 1, orth, low)
     w, s, v_t = _backend.svd_thin(_backend.matmul(a, q, transpose_a=True))
     left = _backend.matmul(q, v_t.T[:, :rank])
     right = w[:, :rank].T
@@ -76,6 +91,7 @@ def rsvd(
     return back(xp.ascontiguousarray(left)), back(values), back(right)
 
 
+@_backend.on_one_busy_pool
 def subspace_iteration(A: Any, Q0: Any, *, iters: int = 1, orth: str = "qr") -> Any:
     """Warm-started subspace iteration: ``iters`` times Q ← orth(A (Aᵀ Q)), from Q0 (m×k).
 
@@ -116,13 +132,15 @@ def subspace_iteration(A: Any, Q0: Any, *, iters: int = 1, orth: str = "qr") -> 
     return back(q)
 
 
-def _alternating_basis(a: Any, block: Any, products: int, orth: str) -> Any:
-    """Orthonormal basis after ``products`` alternating products A·, Aᵀ·, A·, … (odd count)."""
+def _alternating_basis(a: Any, block: Any, products: int, orth: str, low: Any = None) -> Any:
+    """Orthonormal basis after ``products`` alternating products A·, Aᵀ·, A·, … (odd count);
+    with `low` (a bfloat16 copy of A) all products but the last are taken with it."""
     xp = _backend.namespace(a)
     buffers = [_backend.empty_block(rows, block.shape[1], a.dtype, xp) for rows in a.shape]
     for step in range(products):
         side = step % 2
-        _backend.matmul(a, block, transpose_a=bool(side), out=buffers[side])
+        step_low = low if step < products - 1 else None
+        _backend.matmul(a, block, transpose_a=bool(side), out=buffers[side], low=step_low)
         method = "qr" if orth == "lu" and step == products - 1 else orth
         block = orthonormal_basis(buffers[side], method)
     return block

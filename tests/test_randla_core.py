@@ -311,6 +311,8 @@ def _bad_calls(xp):
         (ValueError, "A must be finite", lambda: randla.srsi(with_nan, 2)),
         (ValueError, "A must be finite", lambda: randla.rsvd(with_inf, 2)),
         (ValueError, "orth must be one of", lambda: randla.srsi(a, 2, orth="svd")),
+        (ValueError, "precision must be one of", lambda: randla.rsvd(a, 2, precision="half")),
+        (ValueError, "precision='mixed'", lambda: randla.srsi(a, 2, precision="mixed")),
         (ValueError, "method must be one of", lambda: randla.orthonormalize(a, method="x")),
         (ValueError, "Y must be a 2-D block", lambda: randla.orthonormalize(a.T)),
         (TypeError, "rng must be None, an int", lambda: randla.srsi(a, 2, rng="seed")),
