@@ -13,6 +13,8 @@ median step to it. The floor is the S-RSI products' flops (rebuilding V at the p
 then `sweeps` pairs of products with k + oversample columns) at the measured GEMM rate plus the
 bytes of the elementwise passes a fused step cannot avoid, at the measured triad bandwidth; a
 second, roofline floor charges each thin product at least one read of V at that bandwidth.
+With ``precision="mixed"`` the products of all sweeps but the last are charged at the measured
+bfloat16 GEMM rate instead (and a read of V in bfloat16, 2 bytes per element, in the roofline).
 """
 
 from __future__ import annotations
@@ -42,10 +44,12 @@ DENSE_BYTES = 32
 _medians: dict[str, float] = {}
 
 
-def adapprox_floor(opt: Adapprox, ceilings) -> tuple[float, float]:
+def adapprox_floor(opt: Adapprox, ceilings, mixed: bool = False) -> tuple[float, float]:
     """(floor, roofline floor) in seconds for one step at the ranks the state now holds."""
-    gemm_flops = elementwise_bytes = roofline = 0.0
+    product_s = elementwise_bytes = roofline = 0.0
     rate, bandwidth = ceilings.gemm_gflops * 1e9, ceilings.bandwidth_gbs * 1e9
+    low_rate = ceilings.bfloat16_gemm_gflops * 1e9
+    low_products = 2 * (SWEEPS - 1) if mixed else 0
     for param, state in opt.state.items():
         if "Q" not in state:
             elementwise_bytes += DENSE_BYTES * param.numel()
@@ -53,12 +57,16 @@ def adapprox_floor(opt: Adapprox, ceilings) -> tuple[float, float]:
         m, n = state["Q"].shape[0], state["U"].shape[0]
         rank = int(state["rank"])
         columns = min(int(state["next_rank"]) + OVERSAMPLE, m, n)
-        products = [2 * m * n * rank] + [2 * m * n * columns] * (2 * SWEEPS)
-        gemm_flops += sum(products)
+        sweep_flops = 2 * m * n * columns
+        # (flops, rate, bytes of V read): the rebuild, bfloat16 sweeps, float32 sweeps
+        products = [(2 * m * n * rank, rate, 4 * m * n)]
+        products += [(sweep_flops, low_rate, 2 * m * n)] * low_products
+        products += [(sweep_flops, rate, 4 * m * n)] * (2 * SWEEPS - low_products)
+        product_s += sum(f / r for f, r, _ in products)
         elementwise_bytes += FACTORED_BYTES * m * n
-        roofline += sum(max(f / rate, 4 * m * n / bandwidth) for f in products)
+        roofline += sum(max(f / r, b / bandwidth) for f, r, b in products)
     dense_s = elementwise_bytes / bandwidth
-    return gemm_flops / rate + dense_s, roofline + dense_s
+    return product_s + dense_s, roofline + dense_s
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +123,9 @@ def test_came_step(benchmark, params):
 
 
 @pytest.mark.benchmark(group="adapprox-step")
+@pytest.mark.parametrize("precision", ["full", "mixed"])
 @pytest.mark.parametrize("k_max", [1, 16, 64])
-def test_adapprox_step(benchmark, params, ceilings, k_max):
+def test_adapprox_step(benchmark, params, ceilings, k_max, precision):
     opt = Adapprox(
         params,
         lr=1e-3,
@@ -124,11 +133,13 @@ def test_adapprox_step(benchmark, params, ceilings, k_max):
         k_max=k_max,
         sweeps=SWEEPS,
         oversample=OVERSAMPLE,
+        precision=precision,
     )
     opt.step()
     n = count(params)
-    floor, roofline = adapprox_floor(opt, ceilings)
-    seconds = _timed_step(benchmark, f"adapprox-k{k_max}", opt, n, opt.state_nbytes())
+    floor, roofline = adapprox_floor(opt, ceilings, mixed=precision == "mixed")
+    name = f"adapprox-k{k_max}" + ("-mixed" if precision == "mixed" else "")
+    seconds = _timed_step(benchmark, name, opt, n, opt.state_nbytes())
     benchmark.extra_info.update(
         floor_s=floor,
         roofline_floor_s=roofline,

@@ -156,6 +156,7 @@ def adapprox_step(
     sweeps: int,
     oversample: int,
     rank_strategy: str,
+    precision: str,
     bias_correction: bool,
     maximize: bool,
 ) -> None:
@@ -166,6 +167,9 @@ def adapprox_step(
     divided by 1 − β2^t and M by 1 − β1^t (Adam's corrections; off in the reconstruction).
     Negative entries of the rebuilt β2-term (a low-rank product need not be non-negative) are
     clamped to zero before G² is mixed in, which keeps V ≥ (1−β2)·G² > 0 wherever G ≠ 0.
+
+    `precision="mixed"` runs S-RSI's power iterations in bfloat16 (`randla.srsi`) when the state
+    is float32 on CPU; elsewhere it computes as "full".
 
     Large finite gradients: when V could leave the dtype's range (`moment_exponent` e > 0) the
     step works on V·4^-e and G·2^-e (exact power-of-two scalings, one extra m×n copy of G·2^-e
@@ -213,6 +217,9 @@ def adapprox_step(
         strategy=rank_strategy,
         oversample=oversample,
         sweeps=sweeps,
+        precision=precision
+        if workspace.dtype == torch.float32 and workspace.device.type == "cpu"
+        else "full",
         rng=[int(state["key"]), step],
         out=(Q, U),
     )
@@ -304,6 +311,8 @@ class Adapprox(SmallStateOptimizer):
         tol: ξ, the relative Frobenius error the rank controller aims for.
         sweeps, oversample: S-RSI's l and p.
         rank_strategy: "step" (±Δk per step) or "prefix" (smallest prefix within tol); §1.2.
+        precision: "full" or "mixed": S-RSI's power iterations in bfloat16, its last sweep in
+            float32 (`randla.srsi`); float32 state on CPU only, elsewhere it computes as "full".
         bias_correction: Adam's bias corrections (off in the reconstruction).
         min_dim, compressed: which parameters take the factored path (`takes_factored_path`).
         maximize, nonfinite, seed: the contract's options; `seed` keys the random draws.
@@ -321,6 +330,7 @@ class Adapprox(SmallStateOptimizer):
         "sweeps": integer(1),
         "oversample": integer(0),
         "rank_strategy": one_of("step", "prefix"),
+        "precision": one_of("full", "mixed"),
         "bias_correction": flag,
         "min_dim": optional(integer(1)),
         "compressed": optional(flag),
@@ -343,6 +353,7 @@ class Adapprox(SmallStateOptimizer):
         sweeps: int = 5,
         oversample: int = 5,
         rank_strategy: str = "step",
+        precision: str = "full",
         bias_correction: bool = False,
         min_dim: int | None = None,
         compressed: bool | None = None,
@@ -364,6 +375,7 @@ class Adapprox(SmallStateOptimizer):
             sweeps=sweeps,
             oversample=oversample,
             rank_strategy=rank_strategy,
+            precision=precision,
             bias_correction=bias_correction,
             min_dim=min_dim,
             compressed=compressed,
@@ -468,6 +480,7 @@ class Adapprox(SmallStateOptimizer):
             sweeps=group["sweeps"],
             oversample=group["oversample"],
             rank_strategy=group["rank_strategy"],
+            precision=group["precision"],
             bias_correction=group["bias_correction"],
             maximize=group["maximize"],
         )

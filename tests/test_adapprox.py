@@ -237,6 +237,7 @@ def test_workspace_is_shared_and_stays_out_of_the_checkpoint():
         ({"clip_threshold": 0.0}, "clip"),
         ({"clip_threshold": -1.0}, "clip"),
         ({"rank_strategy": "greedy"}, "rank_strategy"),
+        ({"precision": "bfloat16"}, "precision"),
         ({"k_init": 300}, "k_init"),
         ({"k_init": 0}, "k_init"),
         ({"k_max": 0}, "k_max"),
@@ -265,3 +266,23 @@ def test_bad_options_are_refused_with_their_name(options, message):
 def test_options_of_the_wrong_type_are_refused(options, message):
     with pytest.raises(TypeError, match=message):
         Adapprox([torch.nn.Parameter(torch.zeros(4, 4))], **options)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mixed_precision_applies_to_float32_state_only(monkeypatch, dtype):
+    from randla import _backend
+
+    calls = []
+    real = _backend.low_precision_matmul
+    monkeypatch.setattr(
+        _backend,
+        "low_precision_matmul",
+        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs),
+    )
+    param = torch.nn.Parameter(torch.randn(96, 64, dtype=dtype))
+    opt = Adapprox([param], k_max=8, sweeps=3, precision="mixed")
+    for _ in range(2):
+        param.grad = torch.randn_like(param)
+        opt.step()
+    assert torch.isfinite(param).all()
+    assert len(calls) == (2 * 2 * 2 if dtype == torch.float32 else 0)  # 2 of 3 sweeps, 2 steps

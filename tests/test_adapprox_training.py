@@ -56,3 +56,31 @@ def test_adapprox_k32_is_no_worse_than_adafactor_on_a_small_transformer():
         )
     assert sum(path.startswith("adapprox") for path in paths) == 4 * CONFIG.n_layers + 2
     assert adapprox <= adafactor, (adapprox, adafactor)
+
+
+@pytest.mark.slow
+def test_mixed_precision_srsi_trains_like_full_precision(monkeypatch):
+    from randla import _backend
+
+    low_products = []
+    real = _backend.low_precision_matmul
+    monkeypatch.setattr(
+        _backend,
+        "low_precision_matmul",
+        lambda *args, **kwargs: low_products.append(1) or real(*args, **kwargs),
+    )
+    corpus = load_stdlib_corpus()
+    torch.manual_seed(0)
+    init = ByteTransformer(CONFIG).state_dict()
+    with pinned_threads(1):
+        full, _ = validation_loss_after_training(
+            lambda p: Adapprox(p, lr=PEAK_LR, k_max=32), corpus, init
+        )
+        assert not low_products
+        mixed, _ = validation_loss_after_training(
+            lambda p: Adapprox(p, lr=PEAK_LR, k_max=32, precision="mixed"), corpus, init
+        )
+    assert len(low_products) >= STEPS * (4 * CONFIG.n_layers + 2) * 2 * 4  # 4 of 5 sweeps
+    # Across the seeds 0-2 of Adapprox's draws full reached 2.60-2.66 and mixed 2.57-2.59: the
+    # seed moves the loss by about 2%, so "no worse than full by more than that" is the claim.
+    assert mixed <= 1.02 * full, (mixed, full)
