@@ -13,7 +13,6 @@ import torch
 from threadpoolctl import threadpool_info
 
 import randla
-from randla import _backend
 from tests.test_randla_core import RANK, known_matrix, optimal_errors
 
 SPECTRA = ["harmonic", "geometric", "rank64_noise"]
@@ -72,22 +71,10 @@ def test_mixed_adaptive_rank_settles_like_full():
     assert 19 <= ranks["mixed"] <= 22
 
 
-def _count_low_products(monkeypatch):
-    calls = []
-    original = _backend.low_precision_matmul
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs["transpose_a"])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(_backend, "low_precision_matmul", counting)
-    return calls
-
-
 @pytest.mark.parametrize("shape", [(600, 200), (200, 600)])
-def test_all_products_but_the_last_sweep_run_in_bfloat16(monkeypatch, shape):
+def test_all_products_but_the_last_sweep_run_in_bfloat16(bfloat16_products, shape):
     a = np.random.default_rng(3).standard_normal(shape, dtype=np.float32)
-    calls = _count_low_products(monkeypatch)
+    calls = bfloat16_products
     randla.rsvd(a, 10, power_iters=3, precision="mixed", rng=0)
     assert calls == [False, True] * 3  # A·Ω, then (Aᵀ·, A·)×3 but the last A· and B = QᵀA
     calls.clear()
