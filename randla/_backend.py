@@ -130,10 +130,10 @@ def lu_pl(y: Any) -> Any:
     return scipy.linalg.lu(y, permute_l=True, overwrite_a=True, check_finite=False)[0]
 
 
-#: Thin products (few columns in b) on CPU go to the Numba loops of `_thin` instead of gemm:
+#: Thin products (few columns in b) on CPU go to the Numba kernels of `_thin` instead of gemm:
 #: A·X-type products up to this many columns, Aᵀ·Y-type up to the second limit (see `_thin`).
-THIN_DOT_COLUMNS = 32
-THIN_AXPY_COLUMNS = 8
+THIN_DOT_COLUMNS = 128
+THIN_AXPY_COLUMNS = 32
 THIN_MIN_ELEMENTS = 1 << 15  # smaller matrices: gemm's fixed costs are as small as the loops'
 
 

@@ -25,6 +25,9 @@ from randla import _backend
         (1, 70000, 3),
         (70000, 1, 2),
         (512, 300, 40),
+        (301, 257, 37),
+        (203, 150, 33),
+        (513, 300, 130),
     ],
 )
 def test_products_match_float64(dtype, order, transpose_a, m, n, columns):
