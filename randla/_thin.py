@@ -14,9 +14,11 @@ four rows, so the loops run on arithmetic rather than on loads.
 Measured against torch.mm (MKL) on the 2-core AMD EPYC development machine, float32, best of
 20-30, both on two threads: A·X on 4096×1024 with 21 columns 0.46 ms against 1.58 ms, with 74
 columns 1.47 against 3.23 ms (about 2x up to 128 columns, where the block's columns stop fitting
-in L2); Aᵀ·Y on 768×3072 with 8 columns 0.28 against 2.60 ms, with 21 columns 0.90 against
-1.35 ms, while at 32 columns and more the two are level. Hence the column limits of
-`_backend.matmul`. On an Intel CPU MKL may do better; the limits are this machine's.
+in L2); Aᵀ·Y on 768×3072 with 8 columns 0.28 against 2.60 ms, with 21 columns 0.65 against
+1.32 ms, on 4096×1024 with 74 columns 2.07 against 4.10 ms; from about 70 columns on, some
+shapes come out level (1024×4096, 74 columns: 4.4 against 4.0 ms). Hence the column limits of
+`_backend.matmul` (128 and 80). On an Intel CPU MKL may do better; the limits are this
+machine's.
 """
 
 import numpy as np
