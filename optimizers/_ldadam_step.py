@@ -19,7 +19,8 @@ with P_new (g̃ + k·m̃) into a single product with inner dimension 2r.
 Cost per step (t ≥ 1): five m×n×r products (aᵀP_old, aZ, P_newᵀa, the error update with inner
 dimension 2r counted twice, and the weight update): 12·m·n·r flops; full-size memory traffic:
 three reads of a, one read-write of e (when kept) and one of W. The QR (m×r) goes through
-`randla.orthonormalize`; products are torch.mm in the work dtype (float32 or float64).
+`randla.orthonormalize`; products are in the work dtype (float32 or float64): the three with the
+full matrix a and r columns (`thin_product`) on randla's blocked CPU kernels, the rest torch.mm.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from __future__ import annotations
 import torch
 
 import randla
+from randla import _backend
+
+from ._views import array_view
 
 EXACT_SVD_MAX_SIDE = 512
 """First-step basis: exact SVD when min(m, n) is at most this, randla.rsvd above it.
@@ -56,6 +60,20 @@ def initial_basis(a: torch.Tensor, rank: int, *, rng: list[int] | None) -> torch
     return u[:, :rank]
 
 
+def thin_product(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False) -> torch.Tensor:
+    """op(a)·b for a large matrix a and a block b of few columns (both float32 or float64).
+
+    On CPU it runs randla's register-blocked kernels on zero-copy views (`randla/_thin.py`: for
+    r ≤ 128 columns about 2x faster than MKL's sgemm on the development machine, which runs
+    these shapes far below its square-matrix rate); elsewhere torch.mm. The result is a new
+    tensor (column-major on CPU).
+    """
+    if a.device.type != "cpu":
+        return torch.mm(a.t() if transpose_a else a, b)
+    product = _backend.matmul(array_view(a), array_view(b), transpose_a=transpose_a)
+    return torch.from_numpy(product)
+
+
 def warm_subspace_iteration(
     a: torch.Tensor, basis: torch.Tensor, exp_avg: torch.Tensor, *, c1: float, c2: float
 ) -> torch.Tensor:
@@ -63,8 +81,8 @@ def warm_subspace_iteration(
 
     Cost: 4·m·n·r + 2·(m+n)·r² flops, two reads of a, one m×r QR (randla.orthonormalize).
     """
-    z = torch.mm(a.t(), basis).mul_(c2).add_(exp_avg.t(), alpha=c1)
-    y = torch.mm(a, z).mul_(c2)
+    z = thin_product(a, basis, transpose_a=True).mul_(c2).add_(exp_avg.t(), alpha=c1)
+    y = thin_product(a, z).mul_(c2)
     y.addmm_(basis, torch.mm(exp_avg, z), alpha=c1)
     return randla.orthonormalize(y, method="qr")
 
@@ -104,7 +122,7 @@ def ldadam_matrix_step(
     else:
         bias1 = 1.0 - beta1**t
         new_basis = warm_subspace_iteration(residual, basis, exp_avg, c1=rho / bias1, c2=1.0 - rho)
-    projected = torch.mm(new_basis.t(), residual)
+    projected = thin_product(residual, new_basis, transpose_a=True).t()
 
     if t > 0:
         change = torch.mm(new_basis.t(), basis)
