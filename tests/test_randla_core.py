@@ -115,9 +115,7 @@ def test_probe_estimator_certifies_where_identity_cannot(xp):
     true = np.linalg.norm(a.astype(np.float64) - q @ u.T)
     assert true / np.linalg.norm(a) < 3 * target
     raw_identity = 1.0 - np.sum(u**2) / np.sum(a.astype(np.float64) ** 2)
-    # the identity's float32 cancellation is far above the true squared error (by how much
-    # depends on the LAPACK's rounding: 60-100x here)
-    assert abs(raw_identity - (true / np.linalg.norm(a)) ** 2) > 10 * target**2
+    assert abs(raw_identity - (true / np.linalg.norm(a)) ** 2) > 100 * target**2
     assert not factors.resolved[-1]
     assert factors.prefix_errors[-1] > 100 * true / np.linalg.norm(a)
     estimate = randla.estimate_error(xp.asarray(a), factors.Q, factors.U, rng=5)
@@ -173,8 +171,8 @@ def test_float32_path_stays_float32(xp):
     assert factors.Q.dtype == factors.U.dtype == np.float32
     q = randla.orthonormalize(a[:, :40], method="qr")
     reference = scipy.linalg.lapack.sorgqr(*scipy.linalg.lapack.sgeqrf(host(a[:, :40]))[:2])[0]
-    assert q.dtype == np.float32  # float32 LAPACK (torch's MKL on CPU): scipy's sgeqrf to rounding
-    np.testing.assert_allclose(host(q), reference[:, :40], rtol=0, atol=2e-6)
+    assert q.dtype == np.float32
+    np.testing.assert_array_equal(host(q), reference[:, :40])
     u, s, vt = randla.rsvd(a, 16, rng=10)
     assert u.dtype == s.dtype == vt.dtype == np.float32
     assert randla.subspace_iteration(a, factors.Q).dtype == np.float32
