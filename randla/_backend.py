@@ -9,6 +9,7 @@ recognised by their module name and crossed through DLPack.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import sys
 import warnings
@@ -138,12 +139,14 @@ THIN_MIN_ELEMENTS = 1 << 15  # smaller matrices: gemm's fixed costs are as small
 
 
 _controller: ThreadpoolController | None = None
+_IN_ONE_POOL = contextvars.ContextVar("randla_in_one_pool", default=False)
 
 
 @contextmanager
 def one_busy_pool() -> Iterator[None]:
     """Bundled BLAS (numpy's and scipy's OpenBLAS) at one thread, restored on exit (about
-    20 µs); every public randla function runs inside it (`on_one_busy_pool`).
+    10 µs; nothing when already inside one, as randla calls within an optimizer step are); every
+    public randla function runs inside it (`on_one_busy_pool`).
 
     On CPU randla's gemms run on torch.mm, on torch's OpenMP pool with all its threads; its QRs,
     LUs and small SVDs stay on scipy's LAPACK, whose OpenBLAS has a pool of its own. When both
@@ -155,10 +158,17 @@ def one_busy_pool() -> Iterator[None]:
     numpy's BLAS meanwhile gets one thread too.
     """
     global _controller
+    if _IN_ONE_POOL.get():  # nested (a randla call inside an optimizer step): already limited
+        yield
+        return
     if _controller is None:
         _controller = ThreadpoolController()
-    with _controller.limit(limits=1, user_api="blas"):
-        yield
+    token = _IN_ONE_POOL.set(True)
+    try:
+        with _controller.limit(limits=1, user_api="blas"):
+            yield
+    finally:
+        _IN_ONE_POOL.reset(token)
 
 
 def on_one_busy_pool(function: Callable[..., Any]) -> Callable[..., Any]:
