@@ -64,16 +64,15 @@ def srsi(
     total_squares = _checks.matrix(a)
     rank = _checks.integer(rank, "rank", 1, min(a.shape))
     buffers = _output_buffers(out, a, rank)
+    oversample = _checks.integer(oversample, "oversample", 0)
+    sweeps = _checks.integer(sweeps, "sweeps", 1)
+    orth = _checks.orth(orth)
+    mixed = _checks.precision(precision, a)
+    rng = _checks.generator(rng)
     a, total_squares, exponent = _scaling.to_unit_scale(a, total_squares)
+    a, low = _prepared(a, mixed, sweeps)
     factors = _factorize(
-        a,
-        total_squares,
-        rank,
-        oversample=_checks.integer(oversample, "oversample", 0),
-        sweeps=_checks.integer(sweeps, "sweeps", 1),
-        orth=_checks.orth(orth),
-        mixed=_checks.precision(precision, a),
-        rng=_checks.generator(rng),
+        a, total_squares, rank, oversample=oversample, sweeps=sweeps, orth=orth, low=low, rng=rng
     )
     return _deliver(factors.truncate(rank), exponent, buffers, back)
 
@@ -143,14 +142,15 @@ def adaptive_srsi(
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     buffers = _output_buffers(out, a, k_max)
-    a, total_squares, exponent = _scaling.to_unit_scale(a, total_squares)
     options = dict(
         oversample=_checks.integer(oversample, "oversample", 0),
         sweeps=_checks.integer(sweeps, "sweeps", 1),
         orth=_checks.orth(orth),
-        mixed=_checks.precision(precision, a),
         rng=_checks.generator(rng),
     )
+    mixed = _checks.precision(precision, a)
+    a, total_squares, exponent = _scaling.to_unit_scale(a, total_squares)
+    a, options["low"] = _prepared(a, mixed, options["sweeps"])
     while True:
         factors = _factorize(a, total_squares, rank, **options)
         errors = _certified_errors(a, total_squares, factors, options["rng"])
@@ -179,18 +179,16 @@ def _factorize(
     oversample: int,
     sweeps: int,
     orth: str,
-    mixed: bool,
+    low: Any,
     rng: Any,
 ) -> LowRank:
-    """S-RSI on a validated core array; returns all l = min(rank + p, m, n) columns."""
+    """S-RSI on a `_prepared` core array (with `low`, its bfloat16 copy, taking the products of
+    all sweeps but the last); returns all l = min(rank + p, m, n) columns."""
     xp = _backend.namespace(a)
     m, n = a.shape
     columns = min(rank + oversample, m, n)
-    if not (a.flags.c_contiguous or a.flags.f_contiguous):
-        a = xp.ascontiguousarray(a)
     u = _backend.standard_normal(rng, (n, columns), a.dtype, xp)
     y = _backend.empty_block(m, columns, a.dtype, xp)
-    low = _backend.low_precision_copy(a) if mixed and sweeps > 1 else None
     for sweep in range(sweeps):
         last = sweep == sweeps - 1
         sweep_low = None if last else low
@@ -204,6 +202,14 @@ def _factorize(
             u = orthonormal_basis(u, "lu")
     errors, resolved = identity_prefix_errors(total_squares, u)
     return LowRank(q, u, errors, resolved)
+
+
+def _prepared(a: Any, mixed: bool, sweeps: int) -> tuple[Any, Any]:
+    """`a` contiguous, and its bfloat16 copy when mixed precision has sweeps to take in it: made
+    once per call, shared by every refactorization of `adaptive_srsi`."""
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        a = _backend.namespace(a).ascontiguousarray(a)
+    return a, (_backend.low_precision_copy(a) if mixed and sweeps > 1 else None)
 
 
 def _certified_errors(a: Any, total_squares: float, factors: LowRank, rng: Any) -> np.ndarray:
