@@ -14,7 +14,8 @@ Per m×n matrix (a ≥3-D tensor is viewed as (shape[0], rest)), with k the curr
     M = β1·M + (1−β1)·Û   (M = Û when β1 = 0)
     W ← W(1 − ηλ) − η·M
 
-State per matrix: Q (m×k_max) and U (n×k_max), allocated once so checkpoint shapes never change;
+State per matrix: Q (m×k_max) and U (n×k_max), allocated once so checkpoint shapes never change
+(Q orthonormal for m ≤ n; a tall matrix is factorized as Vᵀ, which leaves U orthonormal);
 `rank` (the columns of Q, U holding the current factors), `next_rank` (the rank the next
 factorization starts from), `step`, `key` (the random draws are `rng=[key, step]`, so a resumed
 run and data-parallel replicas draw the same Ω without storing a generator) and the first moment
@@ -22,7 +23,7 @@ M (param shape) only while β1 > 0. Factors and M are float32 (float64 for float
 Parameters the factored path does not take get the dense AdamW path (`_dense`).
 
 Cost per matrix and step, r = rank + oversample, l = sweeps: 2mnk flops to rebuild V, 4·l·mn·r
-flops of S-RSI products plus l thin QRs (≈4mr² each), and the elementwise work over m×n (G²,
+flops of S-RSI products plus l thin QRs (≈4·min(m, n)·r² each), and the elementwise work over m×n (G²,
 clamp, sqrt, +ε, divide, norm, the moment and the parameter update): on CPU three fused Numba
 passes, ≈52 bytes per element in float32 (`_adapprox_kernels`), elsewhere about ten torch passes,
 ≈100 bytes per element. The dense m×n workspace is the only full-size transient; one buffer per
@@ -101,10 +102,11 @@ def _apply_update(
 def moment_exponent(grad: torch.Tensor, u: torch.Tensor, beta2: float, dtype: torch.dtype) -> int:
     """e ≥ 0 such that V·4^-e fits `dtype` with room to spare; 0 (nothing scaled) when V does.
 
-    V's entries are bounded by β2·sqrt(k)·max|U| + (1−β2)·max|G|², computed in log2 so that it
+    `u` is the factor carrying the magnitudes (the other one has orthonormal columns), so V's
+    entries are bounded by β2·sqrt(k)·max|u| + (1−β2)·max|G|², computed in log2 so that it
     cannot overflow: V is left as is while the bound is below 2^(maxexp − 28) (2^100 in float32,
     |G| up to about 3e16 at β2 = 0.999), else e brings the bound to about 1. Cost: one read pass
-    over G for max|G| and one over the n×k factor U.
+    over G for max|G| and one over `u`.
     """
     logs = []
     # max|x| as max(-min, max): torch's aminmax is one vectorized pass, ~18x faster on CPU than
@@ -173,7 +175,8 @@ def adapprox_step(
 
     Large finite gradients: when V could leave the dtype's range (`moment_exponent` e > 0) the
     step works on V·4^-e and G·2^-e (exact power-of-two scalings, one extra m×n copy of G·2^-e
-    that step only), so Û is the exact Adam direction. U is stored scaled back by 4^e, but
+    that step only), so Û is the exact Adam direction. The factor carrying the magnitudes (U, or Q
+    for a tall matrix) is stored scaled back by 4^e, but
     saturated at 2^(maxexp − 2) in max-abs: a second moment beyond the dtype's range is kept at
     the largest storable magnitude (its shape intact), never as Inf or NaN.
     """
@@ -182,16 +185,23 @@ def adapprox_step(
     as_param = workspace.view(param.shape)
     step = int(state["step"]) + 1
     rank = int(state["rank"])
-    exponent = moment_exponent(grad, U[:, :rank], beta2, workspace.dtype)
+    # A tall matrix is factorized as its transpose, so S-RSI's QRs run on the shorter side: then
+    # U holds the orthonormal factor and Q the scaled one (V ≈ Q Uᵀ either way).
+    tall = Q.shape[0] > U.shape[0]
+    orthonormal, scaled = (U, Q) if tall else (Q, U)
+    exponent = moment_exponent(grad, scaled[:, :rank], beta2, workspace.dtype)
 
     # Clamp the rebuilt moment BEFORE mixing in G², so V ≥ (1−β2)·G² and |Û| ≤ 1/sqrt(1−β2):
     # clamping after lets a negative fit make Û = G/ε, and the RMS clip then shrinks the whole
     # matrix's update (measured: ~400× on a small LM).
     if rank:
-        factor = U[:, :rank]
+        factor = scaled[:, :rank]
         if exponent:
             factor = _times_power_of_two(factor.clone(), -2 * exponent)
-        torch.mm(Q[:, :rank], factor.T, out=workspace)
+        if tall:
+            torch.mm(factor, U[:, :rank].T, out=workspace)
+        else:
+            torch.mm(Q[:, :rank], factor.T, out=workspace)
     if exponent:
         grad = grad * 2.0**-exponent
     fused = _fused_passes(param, grad, workspace)
@@ -208,7 +218,7 @@ def adapprox_step(
         as_param.addcmul_(grad, grad, value=1.0 - beta2)
 
     result = randla.adaptive_srsi(
-        workspace,
+        workspace.T if tall else workspace,
         rank=int(state["next_rank"]),
         k_min=min(k_min, k_cap),
         k_max=k_cap,
@@ -221,10 +231,10 @@ def adapprox_step(
         if workspace.dtype == torch.float32 and workspace.device.type == "cpu"
         else "full",
         rng=[int(state["key"]), step],
-        out=(Q, U),
+        out=(orthonormal, scaled),
     )
     if exponent:
-        _restore_saturated(U[:, : result.factors.rank], 2 * exponent)
+        _restore_saturated(scaled[:, : result.factors.rank], 2 * exponent)
     state["rank"].fill_(result.factors.rank)
     state["next_rank"].fill_(result.next_rank)
     state["step"].fill_(step)

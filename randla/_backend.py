@@ -89,7 +89,18 @@ def eps(dtype: Any) -> float:
 
 
 def standard_normal(rng: Any, shape: tuple[int, ...], dtype: Any, xp) -> Any:
-    """Gaussian draws in `dtype` from a numpy or CuPy Generator, placed on xp's device."""
+    """Gaussian draws in `dtype` from a numpy or CuPy Generator, placed on xp's device.
+
+    float32 draws on the CPU come from torch.randn seeded by one 63-bit integer taken from `rng`
+    (so they stay a function of `rng`'s state): its vectorized Box-Muller ran 3x faster than
+    numpy's float32 ziggurat on the development machine (3072×69: 0.51 against 1.80 ms), a tenth
+    of an Adapprox step at k_max = 64. Other dtypes and CuPy use `rng` directly.
+    """
+    if xp is np and np.dtype(dtype) == np.float32 and isinstance(rng, np.random.Generator):
+        import torch
+
+        seeded = torch.Generator().manual_seed(int(rng.integers(2**63)))
+        return torch.randn(shape, dtype=torch.float32, generator=seeded).numpy()
     draws = rng.standard_normal(shape, dtype=dtype)
     return xp.asarray(draws)
 

@@ -78,6 +78,32 @@ def test_full_rank_factorization_equals_the_dense_float64_reference(
     assert error < 1e-8
 
 
+def test_a_tall_matrix_steps_as_its_transpose_with_the_orthonormal_factor_on_the_short_side():
+    """A tall matrix is factorized as Vᵀ (the QRs run on its n rows): its trajectory is the
+    transpose of the wide matrix's, with the roles of Q and U exchanged."""
+    gen = torch.Generator().manual_seed(5)
+    w0 = torch.randn(72, 40, generator=gen, dtype=torch.float64)
+    grads = [torch.randn(72, 40, generator=gen, dtype=torch.float64) for _ in range(20)]
+    tall, wide = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.T.clone())
+    options = dict(lr=1e-2, weight_decay=0.1, k_max=8, sweeps=2, compressed=True, seed=3)
+    opt_tall, opt_wide = Adapprox([tall], **options), Adapprox([wide], **options)
+    for g in grads:
+        tall.grad, wide.grad = g.clone(), g.T.clone()
+        opt_tall.step()
+        opt_wide.step()
+    s_tall, s_wide = opt_tall.state[tall], opt_wide.state[wide]
+    rank = int(s_tall["rank"])
+    assert rank == int(s_wide["rank"])
+    assert s_tall["Q"].shape == (72, 8) and s_tall["U"].shape == (40, 8)
+    orthonormal = s_tall["U"][:, :rank]
+    gram = orthonormal.T @ orthonormal
+    assert (gram - torch.eye(rank, dtype=gram.dtype)).abs().max() < 1e-12
+    assert torch.allclose(s_tall["U"][:, :rank], s_wide["Q"][:, :rank], rtol=0, atol=1e-9)
+    assert torch.allclose(s_tall["Q"][:, :rank], s_wide["U"][:, :rank], rtol=1e-9, atol=1e-12)
+    assert torch.allclose(tall.detach(), wide.detach().T, rtol=1e-10, atol=1e-12)
+    assert not torch.equal(tall.detach(), w0)
+
+
 def positive_rank_r(m, n, r, gen):
     """G = Σ u_i v_iᵀ with u_i on disjoint row blocks and positive entries: G² has rank r."""
     g = torch.zeros(m, n)

@@ -189,6 +189,24 @@ def test_same_seed_same_result(xp):
     assert not np.array_equal(host(randla.srsi(a, 8, rng=12).Q), host(first.Q))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gaussian_draws_are_standard_normal_and_a_function_of_the_generator_state(dtype):
+    from randla import _backend
+
+    draws = _backend.standard_normal(np.random.default_rng(4), (400, 250), dtype, np)
+    assert draws.dtype == dtype and draws.shape == (400, 250) and draws.flags.c_contiguous
+    values = draws.astype(np.float64).ravel()
+    size = values.size
+    assert abs(values.mean()) < 5 / math.sqrt(size)  # mean 0, 5 standard errors
+    assert abs(values.var() - 1) < 5 * math.sqrt(2 / size)  # variance 1 (sd of s² is √(2/N))
+    assert abs(np.mean(np.abs(values) < 1) - 0.682689) < 5 * math.sqrt(0.2166 / size)
+    generator = np.random.default_rng(4)
+    first = _backend.standard_normal(generator, (400, 250), dtype, np)
+    np.testing.assert_array_equal(first, draws)
+    second = _backend.standard_normal(generator, (400, 250), dtype, np)
+    assert abs(np.corrcoef(first.ravel(), second.ravel())[0, 1]) < 5 / math.sqrt(size)
+
+
 @pytest.mark.parametrize("method", ["qr", "cholqr2"])
 def test_orthonormalize_is_orthonormal_and_spans(xp, method):
     y = np.random.default_rng(13).standard_normal((1000, 40)) @ np.diag(np.logspace(0, 2, 40))
