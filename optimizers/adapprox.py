@@ -23,11 +23,11 @@ M (param shape) only while β1 > 0. Factors and M are float32 (float64 for float
 Parameters the factored path does not take get the dense AdamW path (`_dense`).
 
 Cost per matrix and step, r = rank + oversample, l = sweeps: 2mnk flops to rebuild V, 4·l·mn·r
-flops of S-RSI products plus l thin QRs (≈4·min(m, n)·r² each), and the elementwise work over m×n (G²,
-clamp, sqrt, +ε, divide, norm, the moment and the parameter update): on CPU three fused Numba
-passes, ≈52 bytes per element in float32 (`_adapprox_kernels`), elsewhere about ten torch passes,
-≈100 bytes per element. The dense m×n workspace is the only full-size transient; one buffer per
-(device, dtype) is shared by all parameters and kept off the checkpoint.
+flops of S-RSI products plus l thin QRs (≈4·min(m, n)·r² each), and the elementwise work over
+m×n (G², clamp, sqrt, +ε, divide, norm, the moment and the parameter update): on CPU three
+fused Numba passes, ≈52 bytes per element in float32 (`_adapprox_kernels`), elsewhere about ten
+torch passes, ≈100 bytes per element. The dense m×n workspace is the only full-size transient;
+one buffer per (device, dtype) is shared by all parameters and kept off the checkpoint.
 """
 
 from __future__ import annotations

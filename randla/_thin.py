@@ -2,24 +2,25 @@
 
 Both take the large matrix C-ordered (m×n) and the blocks transposed (c×·, C-ordered), which is
 what a Fortran-ordered m×c workspace is when viewed transposed, so no copy is made. Both are
-blocked the way a BLAS micro-kernel is: `rows_dot` over four rows of A and four columns of the
-block (each loaded element of A serves four columns, each loaded element of the block four
-rows), `rows_axpy` over eight rows of A (each read-modify-write of the accumulator carries eight
-products; 10-25% faster than four rows), so the loops run on arithmetic rather than on loads.
+blocked the way a BLAS micro-kernel is, so the loops run on arithmetic rather than on loads:
+`rows_dot` over four rows of A and four columns of the block (each loaded element of A serves
+four columns, each loaded element of the block four rows), `rows_axpy` over eight rows of A and
+four columns (each loaded element of A serves four columns, each read-modify-write of the
+accumulator carries eight products).
 
 - `rows_dot`: outᵀ[k, i] = Σ_j A[i, j]·X[j, k] (A·X): sixteen dot products at a time, each a
   vectorized reduction (reassociation allowed, as in any blocked BLAS).
-- `rows_axpy`: outᵀ[k, j] = Σ_i A[i, j]·Y[i, k] (Aᵀ·Y): per eight rows of A and column k, one
-  pass adding eight scaled rows into a per-thread accumulator (c×n each), summed at the end.
+- `rows_axpy`: outᵀ[k, j] = Σ_i A[i, j]·Y[i, k] (Aᵀ·Y): per eight rows of A and four columns,
+  one pass adding eight scaled rows into each of four rows of a per-thread accumulator (c×n
+  each), summed at the end.
 
 Measured against torch.mm (MKL) on the 2-core AMD EPYC development machine, float32, best of
-20-30, both on two threads: A·X on 4096×1024 with 21 columns 0.46 ms against 1.58 ms, with 74
-columns 1.47 against 3.23 ms (about 2x up to 128 columns, where the block's columns stop fitting
-in L2); Aᵀ·Y on 768×3072 with 21 columns 0.56 against 1.32 ms, on 4096×1024 with 74 columns
-1.64 against 4.13 ms; from about 70 columns on, some shapes come out level (1024×4096, 74
-columns: 3.9 against 4.0 ms). Hence the column limits of
-`_backend.matmul` (128 and 80). On an Intel CPU MKL may do better; the limits are this
-machine's.
+15, both on two threads: A·X on 4096×1024 with 21 columns 0.51 ms against 1.80 ms, with 74
+columns 1.59 against 3.51 ms; Aᵀ·Y on 768×3072 with 21 columns 0.42 against 1.42 ms, on
+4096×1024 with 74 columns 2.02 against 4.39 ms (1.5x faster than with eight rows by one column,
+the blocking before), with 261 columns 6.5 against 11.6 ms. Both still won at 384 columns; hence
+the column limits of `_backend.matmul` (288). On an Intel CPU MKL may do better; the limits are
+this machine's.
 """
 
 import numpy as np
@@ -113,11 +114,44 @@ def rows_axpy(a, y_t, out_t, workers):
         while i + 8 <= stop:
             r0, r1, r2, r3 = a[i], a[i + 1], a[i + 2], a[i + 3]
             r4, r5, r6, r7 = a[i + 4], a[i + 5], a[i + 6], a[i + 7]
-            for k in range(c):
+            k = 0
+            while k + 4 <= c:
+                # the 32 weights as named scalars: read through the rows inside the j loop,
+                # they would be reloaded at every j (the accumulator stores may alias them)
                 y = y_t[k]
+                a0, a1, a2, a3 = y[i], y[i + 1], y[i + 2], y[i + 3]
+                a4, a5, a6, a7 = y[i + 4], y[i + 5], y[i + 6], y[i + 7]
+                y = y_t[k + 1]
+                b0, b1, b2, b3 = y[i], y[i + 1], y[i + 2], y[i + 3]
+                b4, b5, b6, b7 = y[i + 4], y[i + 5], y[i + 6], y[i + 7]
+                y = y_t[k + 2]
+                c0, c1, c2, c3 = y[i], y[i + 1], y[i + 2], y[i + 3]
+                c4, c5, c6, c7 = y[i + 4], y[i + 5], y[i + 6], y[i + 7]
+                y = y_t[k + 3]
+                d0, d1, d2, d3 = y[i], y[i + 1], y[i + 2], y[i + 3]
+                d4, d5, d6, d7 = y[i + 4], y[i + 5], y[i + 6], y[i + 7]
+                ta, tb, tc, td = acc[k], acc[k + 1], acc[k + 2], acc[k + 3]
+                for j in range(n):
+                    u0, u1, u2, u3 = r0[j], r1[j], r2[j], r3[j]
+                    u4, u5, u6, u7 = r4[j], r5[j], r6[j], r7[j]
+                    ta[j] += ((u0 * a0 + u1 * a1) + (u2 * a2 + u3 * a3)) + (
+                        (u4 * a4 + u5 * a5) + (u6 * a6 + u7 * a7)
+                    )
+                    tb[j] += ((u0 * b0 + u1 * b1) + (u2 * b2 + u3 * b3)) + (
+                        (u4 * b4 + u5 * b5) + (u6 * b6 + u7 * b7)
+                    )
+                    tc[j] += ((u0 * c0 + u1 * c1) + (u2 * c2 + u3 * c3)) + (
+                        (u4 * c4 + u5 * c5) + (u6 * c6 + u7 * c7)
+                    )
+                    td[j] += ((u0 * d0 + u1 * d1) + (u2 * d2 + u3 * d3)) + (
+                        (u4 * d4 + u5 * d5) + (u6 * d6 + u7 * d7)
+                    )
+                k += 4
+            for column in range(k, c):  # the last columns: eight rows into one column
+                y = y_t[column]
                 y0, y1, y2, y3 = y[i], y[i + 1], y[i + 2], y[i + 3]
                 y4, y5, y6, y7 = y[i + 4], y[i + 5], y[i + 6], y[i + 7]
-                target = acc[k]
+                target = acc[column]
                 for j in range(n):
                     target[j] += (r0[j] * y0 + r1[j] * y1 + r2[j] * y2 + r3[j] * y3) + (
                         r4[j] * y4 + r5[j] * y5 + r6[j] * y6 + r7[j] * y7

@@ -28,6 +28,9 @@ from randla import _backend
         (301, 257, 37),
         (203, 150, 33),
         (513, 300, 130),
+        (520, 410, 300),  # above both column limits: torch.mm
+        (260, 310, 7),  # 4-column blocks of Aᵀ·Y with 3 columns left over
+        (300, 260, 66),  # ... with 2 left over
     ],
 )
 def test_products_match_float64(dtype, order, transpose_a, m, n, columns):
