@@ -20,7 +20,8 @@ Cost per step (t ≥ 1): five m×n×r products (aᵀP_old, aZ, P_newᵀa, the er
 dimension 2r counted twice, and the weight update): 12·m·n·r flops; full-size memory traffic:
 three reads of a, one read-write of e (when kept) and one of W. The QR (m×r) goes through
 `randla.orthonormalize`; products are in the work dtype (float32 or float64): the three with the
-full matrix a and r columns (`thin_product`) on randla's blocked CPU kernels, the rest torch.mm.
+full matrix a and r columns (`thin_product`) and the two full-size updates (`add_product`) on
+randla's blocked CPU kernels, the small ones torch.mm.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ from __future__ import annotations
 import torch
 
 import randla
-from randla import _backend
 
-from ._views import array_view
+from ._products import add_product, thin_product
 
 EXACT_SVD_MAX_SIDE = 512
 """First-step basis: exact SVD when min(m, n) is at most this, randla.rsvd above it.
@@ -42,12 +42,6 @@ first basis only has to be close: every later step refines it with a subspace it
 
 RSVD_POWER_ITERS = 4
 RSVD_OVERSAMPLE = 10
-
-MIN_THIN_ELEMENTS = 1 << 18
-"""Smaller matrices keep torch.mm in `thin_product`: there the fixed cost of the views and the
-kernel launch (tens of µs) is as large as the product. Measured on the training comparison's
-model (4 layers of width 128, rank 16, 2 threads, best of 3 × 20 steps): 4.87 ms per step with
-this limit (all of its matrices on torch.mm), 5.16 ms with randla's own limit of 32768."""
 
 
 def initial_basis(a: torch.Tensor, rank: int, *, rng: list[int] | None) -> torch.Tensor:
@@ -64,20 +58,6 @@ def initial_basis(a: torch.Tensor, rank: int, *, rng: list[int] | None) -> torch
         a, rank, oversample=RSVD_OVERSAMPLE, power_iters=RSVD_POWER_ITERS, rng=rng
     )
     return u[:, :rank]
-
-
-def thin_product(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False) -> torch.Tensor:
-    """op(a)·b for a large matrix a and a block b of few columns (both float32 or float64).
-
-    On CPU, for a of at least MIN_THIN_ELEMENTS entries, it runs randla's register-blocked
-    kernels on zero-copy views (`randla/_thin.py`: for r ≤ 128 columns about 2x faster than
-    MKL's sgemm on the development machine, which runs these shapes far below its square-matrix
-    rate); elsewhere torch.mm. The result is a new tensor.
-    """
-    if a.device.type != "cpu" or a.numel() < MIN_THIN_ELEMENTS:
-        return torch.mm(a.t() if transpose_a else a, b)
-    product = _backend.matmul(array_view(a), array_view(b), transpose_a=transpose_a)
-    return torch.from_numpy(product)
 
 
 def warm_subspace_iteration(
@@ -135,13 +115,13 @@ def ldadam_matrix_step(
         moved_avg = torch.mm(change, exp_avg)
     if keep_error:
         if t == 0:
-            residual.addmm_(new_basis, projected, alpha=-1.0)
+            add_product(residual, new_basis, projected, alpha=-1.0)
         else:
             k = beta1 / (1.0 - beta1)
             both_bases = torch.cat((basis, new_basis), dim=1)
             both_moments = torch.cat((exp_avg * k, torch.add(projected, moved_avg, alpha=k)))
             both_moments[basis.shape[1] :].neg_()
-            residual.addmm_(both_bases, both_moments)
+            add_product(residual, both_bases, both_moments)
     if t > 0:
         bias2 = 1.0 - beta2**t
         exp_avg_sq.div_(bias2).addcmul_(exp_avg, exp_avg, value=-1.0 / bias1**2)
@@ -156,5 +136,5 @@ def ldadam_matrix_step(
     bias2_next = 1.0 - beta2 ** (t + 1)
     direction = torch.div(exp_avg_sq, bias2_next).sqrt_().add_(eps)
     torch.div(exp_avg, direction, out=direction)
-    weight.addmm_(new_basis, direction, beta=1.0 - lr * weight_decay, alpha=-lr / bias1_next)
+    add_product(weight, new_basis, direction, beta=1.0 - lr * weight_decay, alpha=-lr / bias1_next)
     basis.copy_(new_basis)

@@ -43,6 +43,7 @@ import randla
 from . import _adapprox_kernels as _kernels
 from ._base import SmallStateOptimizer
 from ._dense import dense_adamw_step, dense_state_dtype, init_dense_state
+from ._products import add_product
 from ._validation import COMMON_CHECKS, flag, in_range, integer, one_of, optional
 from ._views import array_view, mark_written
 
@@ -199,9 +200,9 @@ def adapprox_step(
         if exponent:
             factor = _times_power_of_two(factor.clone(), -2 * exponent)
         if tall:
-            torch.mm(factor, U[:, :rank].T, out=workspace)
+            add_product(workspace, factor, U[:, :rank].T, beta=0.0)
         else:
-            torch.mm(Q[:, :rank], factor.T, out=workspace)
+            add_product(workspace, Q[:, :rank], factor.T, beta=0.0)
     if exponent:
         grad = grad * 2.0**-exponent
     fused = _fused_passes(param, grad, workspace)

@@ -7,7 +7,9 @@ import io
 import pytest
 import torch
 
+from optimizers import _products
 from optimizers.adapprox import Adapprox, matrix_shape, takes_factored_path
+from randla import _backend, _thin
 
 
 def reference_adapprox(w0, grads, *, lr, beta1, beta2, eps, weight_decay, clip, bias_correction):
@@ -37,9 +39,16 @@ def reference_adapprox(w0, grads, *, lr, beta1, beta2, eps, weight_decay, clip, 
         ((40, 24), 0.8, False, 1.0),
     ],
 )
+@pytest.mark.parametrize("kernels", [False, True], ids=["torch-products", "randla-kernels"])
 def test_full_rank_factorization_equals_the_dense_float64_reference(
-    shape, beta1, bias_correction, clip
+    shape, beta1, bias_correction, clip, kernels, monkeypatch
 ):
+    rebuilds = []
+    if kernels:  # lower the size limits so V's rebuild and S-RSI run on randla's CPU kernels
+        monkeypatch.setattr(_products, "MIN_THIN_ELEMENTS", 1)
+        monkeypatch.setattr(_backend, "THIN_MIN_ELEMENTS", 1)
+        kernel = _thin.rows_update
+        monkeypatch.setattr(_thin, "rows_update", lambda *args: rebuilds.append(kernel(*args)))
     gen = torch.Generator().manual_seed(0)
     w0 = torch.randn(shape, generator=gen, dtype=torch.float64)
     grads = [
@@ -76,6 +85,7 @@ def test_full_rank_factorization_equals_the_dense_float64_reference(
     assert opt.describe()[0].path == f"adapprox(k={full}/{full})"
     error = (param.detach() - expected).norm() / expected.norm()
     assert error < 1e-8
+    assert len(rebuilds) == (len(grads) - 1 if kernels else 0)  # no rebuild at the first step
 
 
 def test_a_tall_matrix_steps_as_its_transpose_with_the_orthonormal_factor_on_the_short_side():

@@ -7,8 +7,9 @@ import io
 import pytest
 import torch
 
-from optimizers import LDAdam
+from optimizers import LDAdam, _products
 from optimizers.ldadam import lowrank_layout
+from randla import _backend, _thin
 
 BETA1, BETA2 = 0.908, 0.99
 
@@ -223,7 +224,8 @@ def transcription(weight, grads_of, steps, *, rank, lr, weight_decay, rho, eps=1
 
 @pytest.mark.parametrize("shape", [(24, 80), (80, 24)])
 @pytest.mark.parametrize("rho", [None, 0.5])
-def test_matches_a_float64_transcription_of_the_algorithm(shape, rho):
+@pytest.mark.parametrize("kernels", [False, True], ids=["torch-products", "randla-kernels"])
+def test_matches_a_float64_transcription_of_the_algorithm(shape, rho, kernels, monkeypatch):
     """50 steps on a noisy quadratic, wide and tall, against the literal transcription.
 
     Tolerance 1e-9 relative (float64). Singular vectors and QR factors are defined up to the
@@ -231,8 +233,15 @@ def test_matches_a_float64_transcription_of_the_algorithm(shape, rho):
     torch.linalg.qr, a factored subspace iteration vs the formed B). That cannot matter: the
     update is invariant to P → P·diag(±1) (m's rows flip with P's columns, C∘C and (C m̂)² are
     unchanged, and W, e only see the products P m, P g̃, P u). So we compare sign-free
-    quantities: W, e, P Pᵀ, P m and v.
+    quantities: W, e, P Pᵀ, P m and v. With `kernels`, the size limits are lowered so that the
+    thin products and the rank updates run on randla's CPU kernels instead of torch.mm/addmm_.
     """
+    updates = []
+    if kernels:
+        monkeypatch.setattr(_products, "MIN_THIN_ELEMENTS", 1)
+        monkeypatch.setattr(_backend, "THIN_MIN_ELEMENTS", 1)
+        kernel = _thin.rows_update
+        monkeypatch.setattr(_thin, "rows_update", lambda *args: updates.append(kernel(*args)))
     rank, lr, wd, steps = 5, 3e-2, 0.05, 50
     generator = torch.Generator().manual_seed(7)
     target = torch.randn(shape, generator=generator, dtype=torch.float64)
@@ -269,6 +278,7 @@ def test_matches_a_float64_transcription_of_the_algorithm(shape, rho):
     close(state["basis"] @ state["exp_avg"], basis @ m)
     close(state["exp_avg_sq"], v)
     assert int(state["step"]) == steps
+    assert len(updates) == (2 * steps if kernels else 0)  # error and weight update, every step
 
 
 # ---------------------------------------------------------------------------- error feedback modes

@@ -72,3 +72,37 @@ def test_lapack_runs_on_one_blas_thread_and_the_limit_is_restored(monkeypatch):
     Adapprox([param], k_max=40).step()
     assert len(seen) > 5 and all(set(threads) == {1} for threads in seen)
     assert _blas_threads() == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.75])
+@pytest.mark.parametrize(("m", "n", "depth"), [(203, 170, 21), (256, 300, 8), (301, 129, 3)])
+def test_rank_update_matches_float64(dtype, order, beta, m, n, depth):
+    """`add_product`: c ← beta·c + left·right on the blocked kernel, for both orders of c, row
+    and inner-dimension remainders; beta = 0 overwrites c even where it held NaN."""
+    rng = np.random.default_rng(m + n + depth)
+    start = rng.standard_normal((m, n))
+    left = rng.standard_normal((m, depth)).astype(dtype)
+    right = rng.standard_normal((depth, n)).astype(dtype)
+    c = np.array(start, dtype=dtype, order=order)
+    if beta == 0.0:
+        c[::7, ::5] = np.nan
+    assert _backend.add_product(c, left, right, beta=beta)
+    expected = beta * start + left.astype(np.float64) @ right.astype(np.float64)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c, expected, rtol=0, atol=tolerance * np.abs(expected).max())
+
+
+def test_rank_update_declines_what_the_kernel_does_not_take():
+    small = np.zeros((10, 10), np.float32)
+    assert not _backend.add_product(
+        small, np.ones((10, 2), np.float32), np.ones((2, 10), np.float32), beta=1.0
+    )
+    big = np.zeros((300, 300), np.float32)
+    assert not _backend.add_product(big, np.ones((300, 2)), np.ones((2, 300)), beta=1.0)
+    strided = np.zeros((600, 600), np.float32)[::2, ::2]
+    assert not _backend.add_product(
+        strided, np.ones((300, 2), np.float32), np.ones((2, 300), np.float32), beta=1.0
+    )
+    assert not big.any() and not strided.any()
