@@ -30,7 +30,7 @@ import torch
 
 import randla
 
-from ._products import add_product, thin_product
+from ._products import add_product, rank_product, thin_product
 
 EXACT_SVD_MAX_SIDE = 512
 """First-step basis: exact SVD when min(m, n) is at most this, randla.rsvd above it.
@@ -112,20 +112,22 @@ def ldadam_matrix_step(
 
     if t > 0:
         change = torch.mm(new_basis.t(), basis)
-        moved_avg = torch.mm(change, exp_avg)
+        moved_avg = rank_product(change, exp_avg)
     if keep_error:
         if t == 0:
             add_product(residual, new_basis, projected, alpha=-1.0)
         else:
             k = beta1 / (1.0 - beta1)
             both_bases = torch.cat((basis, new_basis), dim=1)
-            both_moments = torch.cat((exp_avg * k, torch.add(projected, moved_avg, alpha=k)))
-            both_moments[basis.shape[1] :].neg_()
+            rank = basis.shape[1]
+            both_moments = exp_avg.new_empty(2 * rank, exp_avg.shape[1])
+            torch.mul(exp_avg, k, out=both_moments[:rank])
+            torch.mul(moved_avg, -k, out=both_moments[rank:]).sub_(projected)
             add_product(residual, both_bases, both_moments)
     if t > 0:
         bias2 = 1.0 - beta2**t
         exp_avg_sq.div_(bias2).addcmul_(exp_avg, exp_avg, value=-1.0 / bias1**2)
-        exp_avg_sq.copy_(torch.mm(change.square_(), exp_avg_sq))
+        exp_avg_sq.copy_(rank_product(change.square_(), exp_avg_sq))
         exp_avg_sq.addcmul_(moved_avg, moved_avg, value=1.0 / bias1**2).mul_(bias2).abs_()
         exp_avg.copy_(moved_avg)
 

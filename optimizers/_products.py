@@ -14,9 +14,9 @@ from randla import _backend
 from ._views import array_view, mark_written
 
 MIN_THIN_ELEMENTS = 1 << 18
-"""Smaller matrices keep torch.mm/addmm_ in both functions: there the fixed cost of the views
-and the kernel launch (tens of µs) is as large as the product. Measured for `thin_product` on the
-training comparison's model (4 layers of width 128, rank 16, 2 threads, best of 3 × 20 steps):
+"""Smaller matrices keep torch.mm in `thin_product`: there the fixed cost of the views and the
+kernel launch (tens of µs) is as large as the product. Measured on the training comparison's
+model (4 layers of width 128, rank 16, 2 threads, best of 3 × 20 steps):
 4.87 ms per step with this limit (all of its matrices on torch.mm), 5.16 ms with randla's own
 limit of 32768."""
 
@@ -45,12 +45,13 @@ def add_product(
 ) -> None:
     """target ← beta·target + alpha·left·right in place (a rank-K update, K = left's columns).
 
-    On CPU, for a target of at least MIN_THIN_ELEMENTS entries, it runs randla's blocked
-    rank-update kernel (`randla/_thin.py`, `rows_update`; 1.1-2.2x faster than torch's addmm_
-    on the benchmark's shapes, see `randla._backend.add_product`), with alpha folded into the
-    small `right`; elsewhere addmm_.
+    On CPU, for a target of at least randla's THIN_MIN_ELEMENTS (32768) entries, it runs
+    randla's blocked rank-update kernel (`randla/_thin.py`, `rows_update`; 1.1-2.2x faster than
+    torch's addmm_ on the benchmark's shapes, see `randla._backend.add_product`, and from 32768
+    entries on already faster: 128×512 with K = 32, 37 against 57 µs), with alpha folded into
+    the small `right`; elsewhere addmm_.
     """
-    if target.device.type == "cpu" and target.numel() >= MIN_THIN_ELEMENTS:
+    if target.device.type == "cpu" and target.numel() >= _backend.THIN_MIN_ELEMENTS:
         scaled = right if alpha == 1.0 else right * alpha
         if _backend.add_product(
             array_view(target), array_view(left), array_view(scaled), beta=beta
@@ -58,3 +59,11 @@ def add_product(
             mark_written(target)
             return
     target.addmm_(left, right, beta=beta, alpha=alpha)
+
+
+def rank_product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """left·right as a new tensor, for a product of small inner dimension (`add_product` with
+    beta = 0 into a fresh buffer)."""
+    out = torch.empty(left.shape[0], right.shape[1], dtype=right.dtype, device=right.device)
+    add_product(out, left, right, beta=0.0)
+    return out

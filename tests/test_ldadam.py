@@ -278,7 +278,8 @@ def test_matches_a_float64_transcription_of_the_algorithm(shape, rho, kernels, m
     close(state["basis"] @ state["exp_avg"], basis @ m)
     close(state["exp_avg_sq"], v)
     assert int(state["step"]) == steps
-    assert len(updates) == (2 * steps if kernels else 0)  # error and weight update, every step
+    # every step: the error and weight updates; from the second: C·m and (C∘C)·v̂ too
+    assert len(updates) == (2 * steps + 2 * (steps - 1) if kernels else 0)
 
 
 # ---------------------------------------------------------------------------- error feedback modes
