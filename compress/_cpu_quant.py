@@ -63,6 +63,11 @@ def store_bounds(lo, hi, lo_out, hi_out, b, bf16_bounds):
 U0, U1, U2 = np.uint64(0), np.uint64(1), np.uint64(2)
 HALF = np.float32(0.5)  # round-half-up offset
 GROUP = np.uint64(16)  # buckets per phase; 32 or more lost the gain in measurements
+FULL_BUCKET = 64
+"""The default bucket length: a whole bucket of it takes copies of the min/max and 4-bit encode
+loops whose trip count is this literal, so LLVM emits their vector bodies without the trip-count
+tests and remainder paths a 64-element loop otherwise pays per bucket (quantize-4 of 64M float32
+with bf16 bounds: 18.2 → 15.2 ms on one thread, 9.1 → 8.2 ms on two)."""
 
 
 @njit(cache=True)
@@ -102,10 +107,16 @@ def quantize_range(
             if src.itemsize == 4:
                 key_lo = ordered_int(words[q])
                 key_hi = key_lo
-                for j in range(n):  # from 0, not 1: a 64-long loop vectorizes with no remainder
-                    key = ordered_int(words[q + j])
-                    key_lo = min(key_lo, key)
-                    key_hi = max(key_hi, key)
+                if n == FULL_BUCKET:  # see FULL_BUCKET
+                    for j in range(FULL_BUCKET):
+                        key = ordered_int(words[q + np.uint64(j)])
+                        key_lo = min(key_lo, key)
+                        key_hi = max(key_hi, key)
+                else:
+                    for j in range(n):  # from 0, not 1: a 64-long loop vectorizes with no remainder
+                        key = ordered_int(words[q + j])
+                        key_lo = min(key_lo, key)
+                        key_hi = max(key_hi, key)
                 group_lo[i] = np.int32(ordered_int(key_lo)).view(np.float32)
                 group_hi[i] = np.int32(ordered_int(key_hi)).view(np.float32)
             else:
@@ -154,6 +165,12 @@ def quantize_range(
                         src[q + k + U1], scale, base, inv_step, offsets[k + U1], max_code
                     )
                     codes[byte0 + p] = (high << 4) | low
+            elif n_pairs == FULL_BUCKET // 2:  # see FULL_BUCKET
+                for p in range(FULL_BUCKET // 2):
+                    k = j + U2 * np.uint64(p)
+                    high = quant_code(src[q + k], scale, base, inv_step, HALF, max_code)
+                    low = quant_code(src[q + k + U1], scale, base, inv_step, HALF, max_code)
+                    codes[byte0 + np.uint64(p)] = (high << 4) | low
             else:  # a constant offset, not a load per code: 8% faster from cache
                 for p in range(n_pairs):
                     k = j + U2 * p
