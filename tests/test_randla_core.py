@@ -446,3 +446,16 @@ def test_identity_floor_takes_torch_dtypes_and_rng_takes_int_arrays():
     np.testing.assert_array_equal(
         randla.srsi(a, 3, rng=np.array([1, 2])).Q, randla.srsi(a, 3, rng=[1, 2]).Q
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(768, 6), (300, 69), (40, 40), (5, 1), (3, 7)])
+def test_direct_lapack_qr_equals_scipy_qr(dtype, shape):
+    """`_backend.qr_q` calls geqrf/orgqr itself: the same Q, bit for bit, as scipy.linalg.qr."""
+    from randla import _backend
+
+    y = np.asfortranarray(np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype))
+    expected = scipy.linalg.qr(y.copy(order="F"), mode="economic")[0]
+    q = _backend.qr_q(y.copy(order="F"))
+    assert q.dtype == dtype and q.shape == expected.shape
+    np.testing.assert_array_equal(q, expected)
