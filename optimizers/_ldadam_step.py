@@ -20,8 +20,9 @@ Cost per step (t ≥ 1): five m×n×r products (aᵀP_old, aZ, P_newᵀa, the er
 dimension 2r counted twice, and the weight update): 12·m·n·r flops; full-size memory traffic:
 three reads of a, one read-write of e (when kept) and one of W. The QR (m×r) goes through
 `randla.orthonormalize`; products are in the work dtype (float32 or float64): the three with the
-full matrix a and r columns (`thin_product`) and the two full-size updates (`add_product`) on
-randla's blocked CPU kernels, the small ones torch.mm.
+full matrix a and r columns (`thin_product`), the two full-size updates and the small C·m and
+(C∘C)·v̂ (`add_product`, `rank_product`) on randla's blocked CPU kernels where they apply (CPU,
+large enough, inner dimension ≤ 288), the rest torch.mm/addmm_.
 """
 
 from __future__ import annotations

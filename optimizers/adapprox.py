@@ -100,14 +100,18 @@ def _apply_update(
     param.add_(scratch)
 
 
-def moment_exponent(grad: torch.Tensor, u: torch.Tensor, beta2: float, dtype: torch.dtype) -> int:
+def moment_exponent(
+    grad: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor], beta2: float, dtype: torch.dtype
+) -> int:
     """e ≥ 0 such that V·4^-e fits `dtype` with room to spare; 0 (nothing scaled) when V does.
 
-    `u` is the factor carrying the magnitudes (the other one has orthonormal columns), so V's
-    entries are bounded by β2·sqrt(k)·max|u| + (1−β2)·max|G|², computed in log2 so that it
-    cannot overflow: V is left as is while the bound is below 2^(maxexp − 28) (2^100 in float32,
-    |G| up to about 3e16 at β2 = 0.999), else e brings the bound to about 1. Cost: one read pass
-    over G for max|G| and one over `u`.
+    `factors` = (Q_k, U_k) with V = Q_k U_kᵀ; one of them has orthonormal columns (rows of norm
+    ≤ 1), so V's entries are bounded by β2·sqrt(k)·max(max|Q_k|, max|U_k|) + (1−β2)·max|G|²
+    whichever it is (a checkpoint written before tall matrices were factorized as Vᵀ holds the
+    roles the other way round). The bound is computed in log2 so that it cannot overflow: V is
+    left as is while it is below 2^(maxexp − 28) (2^100 in float32, |G| up to about 3e16 at
+    β2 = 0.999), else e brings the bound to about 1. Cost: one read pass over G for max|G| and
+    one over each factor.
     """
     logs = []
     # max|x| as max(-min, max): torch's aminmax is one vectorized pass, ~18x faster on CPU than
@@ -115,9 +119,10 @@ def moment_exponent(grad: torch.Tensor, u: torch.Tensor, beta2: float, dtype: to
     peak_grad = _peak_magnitude(grad)
     if peak_grad > 0 and beta2 < 1:
         logs.append(2.0 * math.log2(peak_grad) + math.log2(1.0 - beta2))
-    peak_u = _peak_magnitude(u) if u.numel() else 0.0
-    if peak_u > 0:
-        logs.append(math.log2(peak_u) + 0.5 * math.log2(u.shape[1]))
+    rank = factors[0].shape[1]
+    peak_factor = max((_peak_magnitude(f) for f in factors if f.numel()), default=0.0)
+    if peak_factor > 0:
+        logs.append(math.log2(peak_factor) + 0.5 * math.log2(rank))
     log_bound = max(logs, default=-math.inf) + 1.0
     if log_bound <= _max_exponent(dtype) - 28:
         return 0
@@ -190,7 +195,7 @@ def adapprox_step(
     # U holds the orthonormal factor and Q the scaled one (V ≈ Q Uᵀ either way).
     tall = Q.shape[0] > U.shape[0]
     orthonormal, scaled = (U, Q) if tall else (Q, U)
-    exponent = moment_exponent(grad, scaled[:, :rank], beta2, workspace.dtype)
+    exponent = moment_exponent(grad, (Q[:, :rank], U[:, :rank]), beta2, workspace.dtype)
 
     # Clamp the rebuilt moment BEFORE mixing in G², so V ≥ (1−β2)·G² and |Û| ≤ 1/sqrt(1−β2):
     # clamping after lets a negative fit make Û = G/ε, and the RMS clip then shrinks the whole

@@ -459,3 +459,16 @@ def test_direct_lapack_qr_equals_scipy_qr(dtype, shape):
     q = _backend.qr_q(y.copy(order="F"))
     assert q.dtype == dtype and q.shape == expected.shape
     np.testing.assert_array_equal(q, expected)
+
+
+def test_draws_do_not_follow_torchs_default_device():
+    """float32 draws come from torch.randn: a user's torch.set_default_device must not move
+    them off the CPU (here the meta device, which holds no data)."""
+    a = known_matrix("harmonic", 300, 200)[0].astype(np.float32)
+    expected = randla.srsi(a, 5, rng=1).Q
+    torch.set_default_device("meta")
+    try:
+        result = randla.srsi(a, 5, rng=1).Q
+    finally:
+        torch.set_default_device(None)
+    np.testing.assert_array_equal(result, expected)

@@ -106,3 +106,14 @@ def test_rank_update_declines_what_the_kernel_does_not_take():
         strided, np.ones((300, 2), np.float32), np.ones((2, 300), np.float32), beta=1.0
     )
     assert not big.any() and not strided.any()
+
+
+def test_rank_update_refuses_inconsistent_shapes():
+    c = np.zeros((300, 300), np.float32)
+    for left, right in (
+        (np.ones((100, 2), np.float32), np.ones((2, 300), np.float32)),
+        (np.ones((300, 5), np.float32), np.ones((3, 300), np.float32)),
+    ):
+        with pytest.raises(ValueError, match="add_product needs"):
+            _backend.add_product(c, left, right, beta=1.0)
+    assert not c.any()

@@ -177,3 +177,34 @@ def test_grad_scaler_skips_inf_iterations_without_touching_state(name, amp_dtype
     assert len(steps_called) == 10
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("orthonormal", ["Q", "U"])
+def test_adapprox_bounds_a_saturated_moment_whichever_factor_is_orthonormal(orthonormal):
+    """A tall matrix's orthonormal factor is U, but a checkpoint from before tall matrices were
+    factorized as Vᵀ holds it in Q: the overflow guard must bound V = Q Uᵀ either way (here the
+    other factor sits at 2^125.9 and the Hadamard rows add coherently, so V overflows float32
+    unless the step scales it)."""
+    import math
+
+    from scipy.linalg import hadamard
+
+    m, n, k = 512, 128, 32
+    param = torch.nn.Parameter(torch.zeros(m, n))
+    opt = make("adapprox", [param], k_max=k, betas=(0.0, 0.999))
+    generator = torch.Generator().manual_seed(0)
+    param.grad = torch.randn(m, n, generator=generator)
+    opt.step()
+    state = opt.state[param]
+    rows = torch.tensor(hadamard(k), dtype=torch.float32) / math.sqrt(k)
+    with torch.no_grad():
+        small, big = (state["Q"], state["U"]) if orthonormal == "Q" else (state["U"], state["Q"])
+        small.zero_()
+        small[:k, :k] = rows
+        big.fill_(2.0**125.9)
+        state["rank"].fill_(k)
+        state["next_rank"].fill_(k)
+    param.grad = torch.randn(m, n, generator=generator)
+    opt.step()
+    assert all(torch.isfinite(state[name]).all() for name in ("Q", "U"))
+    assert torch.isfinite(param).all()
