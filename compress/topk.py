@@ -28,6 +28,11 @@ def block_counts(length: int, *, density: float, block_size: int = 16384) -> Blo
     _validate.density(density)
     block_size = _validate.block_size(block_size)
     length = _validate.integer(length, "length", 1)
+    return counts_of(length, density, block_size)
+
+
+def counts_of(length: int, density: float, block_size: int) -> BlockCounts:
+    """`block_counts` without the argument checks, for arguments already validated."""
     n_blocks = -(-length // block_size)
     tail_len = length - (n_blocks - 1) * block_size
     k_full = min(block_size, math.ceil(block_size * density))

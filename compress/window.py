@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -90,27 +91,41 @@ class SparseWindow:
 
 
 def _statistics_args(
-    window: SparseWindow, t: int, beta1: float, beta2: float, eps: float, check_indices: bool
+    window: SparseWindow,
+    t: int,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    check_indices: bool,
+    validate: bool = True,
 ):
     """Rows by age (newest first), β^age weights, bias corrections and eps, all float64 (the
-    statistics' type for every window dtype), after checking every argument."""
-    _validate.instance(window, SparseWindow, "window")
-    window.check(indices=check_indices)
-    if _validate.integer(t, "t") < 1:
-        raise ValueError(f"t must be >= 1 (rows ever written), got {t}")
-    for name, beta in (("beta1", beta1), ("beta2", beta2)):
-        if not 0.0 <= _validate.real(beta, name) < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {beta}")
-    if not 0.0 < _validate.real(eps, "eps") < math.inf:
-        raise ValueError(f"eps must be finite and > 0, got {eps}")
+    statistics' type for every window dtype), after checking every argument (unless
+    `validate` is False)."""
+    if validate:
+        _validate.instance(window, SparseWindow, "window")
+        window.check(indices=check_indices)
+        if _validate.integer(t, "t") < 1:
+            raise ValueError(f"t must be >= 1 (rows ever written), got {t}")
+        for name, beta in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= _validate.real(beta, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {beta}")
+        if not 0.0 < _validate.real(eps, "eps") < math.inf:
+            raise ValueError(f"eps must be finite and > 0, got {eps}")
     xp = namespace(window.values)
-    ages = np.arange(min(int(t), window.m))
-    rows = xp.asarray((int(window.cursor) - 1 - ages) % window.m)
-    w1 = xp.asarray(np.float64(beta1) ** ages)
-    w2 = xp.asarray(np.float64(beta2) ** ages)
+    cached = _host_weights(min(int(t), window.m), int(window.cursor), window.m, beta1, beta2)
+    rows, w1, w2 = (xp.asarray(array) if xp is not np else array.copy() for array in cached)
     c1 = np.float64((1.0 - beta1) / (1.0 - beta1**t))
     c2 = np.float64((1.0 - beta2) / (1.0 - beta2**t))
     return rows, w1, w2, c1, c2, np.float64(eps)
+
+
+@functools.lru_cache(maxsize=64)
+def _host_weights(valid_rows: int, cursor: int, m: int, beta1: float, beta2: float):
+    """(rows by age, β1^age, β2^age) as numpy arrays, cached: every parameter of an optimizer
+    step asks for the same ones (callers get copies, so nothing can change the cache)."""
+    ages = np.arange(valid_rows)
+    return (cursor - 1 - ages) % m, np.float64(beta1) ** ages, np.float64(beta2) ** ages
 
 
 def window_adam(
@@ -168,6 +183,7 @@ def window_adam_apply(
     param,
     decay: float = 1.0,
     check_indices: bool = True,
+    validate: bool = True,
 ):
     """param *= decay, then param -= lr·u on the window's support only (u as in `window_adam`),
     once per coordinate.
@@ -181,16 +197,20 @@ def window_adam_apply(
     indices) plus one sequential pass over each block of param: a read and write with decay;
     without, a read when the block has fewer cache lines than window entries (so the scattered
     updates hit cache instead of waiting on memory one by one), else nothing.
-    check_indices as in `window_adam`.
+    check_indices as in `window_adam`. validate=False skips every argument check, as in
+    `ef_topk_requantize` (only for arguments built from a state the caller checked itself).
     """
-    rows, w1, w2, c1, c2, eps_typed = _statistics_args(window, t, beta1, beta2, eps, check_indices)
-    if not 0.0 <= _validate.real(lr, "lr") < math.inf:
-        raise ValueError(f"lr must be finite and >= 0, got {lr}")
-    if not math.isfinite(_validate.real(decay, "decay")):
-        raise ValueError(f"decay must be finite, got {decay}")
-    _validate.vector(param, "param", (np.float32, np.float64, np.float16, np.uint16))
-    if param.size != window.length:
-        raise ValueError(f"param must have length {window.length}, got {param.size}")
+    rows, w1, w2, c1, c2, eps_typed = _statistics_args(
+        window, t, beta1, beta2, eps, check_indices, validate
+    )
+    if validate:
+        if not 0.0 <= _validate.real(lr, "lr") < math.inf:
+            raise ValueError(f"lr must be finite and >= 0, got {lr}")
+        if not math.isfinite(_validate.real(decay, "decay")):
+            raise ValueError(f"decay must be finite, got {decay}")
+        _validate.vector(param, "param", (np.float32, np.float64, np.float16, np.uint16))
+        if param.size != window.length:
+            raise ValueError(f"param must have length {window.length}, got {param.size}")
     lr_typed = np.float64(lr) if param.dtype == np.float64 else np.float32(lr)
     param_view, param_kind = _validate.storage(param)
     backend = kernels(param)

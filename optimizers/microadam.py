@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import torch
 
 import compress
+from compress.topk import counts_of
 
 from ._base import SmallStateOptimizer
 from ._validation import COMMON_CHECKS, Check, in_range, integer, one_of
@@ -132,7 +133,8 @@ def core_state(
             ERROR_BITS,
             group["quant_bucket"],
         )
-    counts = compress.block_counts(length, density=group["density"], block_size=group["block_size"])
+    # the group's density and block size were validated when the group was set
+    counts = counts_of(length, group["density"], group["block_size"])
     window = compress.SparseWindow(
         _float_view(state["window_values"]),
         array_view(state["window_indices"]),
@@ -158,7 +160,7 @@ def microadam_step(
     density: float,
     maximize: bool,
     decay: float = 1.0,
-    check_indices: bool = True,
+    validate: bool = True,
 ) -> None:
     """One MicroAdam step on flat core arrays, in place; decay = 1 − lr·weight_decay is applied
     to param in the same pass as the window update.
@@ -166,14 +168,17 @@ def microadam_step(
     `param` and `grad` are numpy or CuPy vectors (float32/float64/float16 or uint16 bf16 bits);
     `error` and `window` wrap views of the state (error None: no error feedback); `t` is the
     step count including this step. Advances `window.cursor`; the caller stores it back.
-    check_indices=False skips the O(m·k) range check of the window's indices (for state written
-    by these kernels or checked on load).
+    validate=False skips the compress functions' argument checks, the O(m·k) range check of the
+    window's indices included: for a state written by these kernels or checked on load, as the
+    optimizer's is (it saves about 40 µs per parameter and step).
     """
     scale = -1.0 if maximize else 1.0
     if error is None:
-        compress.window_topk(grad, window, density=density, scale=scale)
+        compress.window_topk(grad, window, density=density, scale=scale, validate=validate)
     else:
-        compress.ef_topk_requantize(grad, error, window, density=density, scale=scale)
+        compress.ef_topk_requantize(
+            grad, error, window, density=density, scale=scale, validate=validate
+        )
     window.advance()
     compress.window_adam_apply(
         window,
@@ -184,7 +189,8 @@ def microadam_step(
         lr=lr,
         param=param,
         decay=decay,
-        check_indices=check_indices,
+        check_indices=validate,
+        validate=validate,
     )
 
 
@@ -330,7 +336,7 @@ class MicroAdam(SmallStateOptimizer):
         flat_param = array_view(work.view(-1))
         flat_grad = array_view(grad.contiguous().view(-1))
         error, window = core_state(state, group, param.numel())
-        # The indices were written by the fused kernel or range-checked on load: no O(m·k) check.
+        # The state was built here or checked on load (indices included): no argument checks.
         microadam_step(
             flat_param,
             flat_grad,
@@ -344,7 +350,7 @@ class MicroAdam(SmallStateOptimizer):
             density=group["density"],
             maximize=group["maximize"],
             decay=1.0 - lr * group["weight_decay"],
-            check_indices=False,
+            validate=False,
         )
         state["step"] += 1
         state["cursor"].fill_(window.cursor)

@@ -157,3 +157,39 @@ def test_float64_window_statistics_are_float64():
     before = param.copy()
     compress.window_adam_apply(window, 9, beta1=BETA1, beta2=BETA2, eps=EPS, lr=0.01, param=param)
     np.testing.assert_allclose(param, before - 0.01 * expected, rtol=1e-14, atol=1e-16)
+
+
+@pytest.mark.parametrize("feedback", [True, False])
+def test_unvalidated_step_equals_the_validated_one(feedback):
+    """validate=False (the optimizer's path) skips only the checks: the same bytes come out of
+    the fused selection and the window update, step after step (the cached β^age weights too)."""
+    n, density = 70_000, 0.01
+    states = []
+    for validate in (True, False):
+        window = compress.SparseWindow.empty(n, m=3, density=density)
+        error = compress.Quantized.empty(n, bits=4, bucket=64, bounds_dtype="bfloat16")
+        param = np.ones(n, np.float32)
+        steps = np.random.default_rng(6)
+        for t in range(1, 6):
+            grad = steps.standard_normal(n, dtype=np.float32)
+            if feedback:
+                compress.ef_topk_requantize(grad, error, window, density=density, validate=validate)
+            else:
+                compress.window_topk(grad, window, density=density, validate=validate)
+            window.advance()
+            compress.window_adam_apply(
+                window, t, beta1=0.9, beta2=0.999, eps=1e-8, lr=1e-2, param=param, decay=0.99,
+                validate=validate,
+            )  # fmt: skip
+        states.append((window.values.copy(), window.indices.copy(), error.codes.copy(), param))
+    for validated, unvalidated in zip(*states, strict=True):
+        np.testing.assert_array_equal(validated, unvalidated)
+    assert not np.array_equal(states[0][3], np.ones(n, np.float32))
+
+
+def test_validated_calls_still_refuse_bad_arguments():
+    window = compress.SparseWindow.empty(1000, m=2, density=0.01)
+    with pytest.raises(ValueError, match="lr"):
+        compress.window_adam_apply(
+            window, 1, beta1=0.9, beta2=0.999, eps=1e-8, lr=-1.0, param=np.ones(1000, np.float32)
+        )
