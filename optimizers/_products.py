@@ -51,14 +51,7 @@ def add_product(
     entries on already faster: 128×512 with K = 32, 37 against 57 µs), with alpha folded into
     the small `right`; elsewhere addmm_.
     """
-    if (
-        target.device.type == "cpu"
-        and target.numel() >= _backend.THIN_MIN_ELEMENTS
-        and left.shape[-1] <= _backend.THIN_DOT_COLUMNS
-        and target.dtype in (torch.float32, torch.float64)
-        and target.dtype == left.dtype == right.dtype
-        and (target.is_contiguous() or target.t().is_contiguous())
-    ):
+    if target.device.type == "cpu" and target.numel() >= _backend.THIN_MIN_ELEMENTS:
         scaled = right if alpha == 1.0 else right * alpha
         if _backend.add_product(
             array_view(target), array_view(left), array_view(scaled), beta=beta

@@ -201,13 +201,13 @@ def adapprox_step(
     # clamping after lets a negative fit make Û = G/ε, and the RMS clip then shrinks the whole
     # matrix's update (measured: ~400× on a small LM).
     if rank:
-        factor = scaled[:, :rank]
-        if exponent:
-            factor = _times_power_of_two(factor.clone(), -2 * exponent)
-        if tall:
-            add_product(workspace, factor, U[:, :rank].T, beta=0.0)
-        else:
-            add_product(workspace, Q[:, :rank], factor.T, beta=0.0)
+        q, u = Q[:, :rank], U[:, :rank]
+        if exponent:  # scale the factor that carries the magnitudes
+            if tall:
+                q = _times_power_of_two(q.clone(), -2 * exponent)
+            else:
+                u = _times_power_of_two(u.clone(), -2 * exponent)
+        add_product(workspace, q, u.T, beta=0.0)
     if exponent:
         grad = grad * 2.0**-exponent
     fused = _fused_passes(param, grad, workspace)

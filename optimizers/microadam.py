@@ -189,7 +189,6 @@ def microadam_step(
         lr=lr,
         param=param,
         decay=decay,
-        check_indices=validate,
         validate=validate,
     )
 
