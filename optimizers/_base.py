@@ -13,6 +13,9 @@ Subclass hooks:
   per-parameter integer (the group's seed mixed with the parameter's position) for random draws.
 - `_update(param, grad, state, group)`: one step for one parameter, in place.
 - `_path(state)`: the name of the path the parameter took ("dense" by default).
+- `_finite_witness(param, grad)`: a number that is finite only if every element of `grad` is
+  (the gradient's sum by default); a subclass may return a statistic its step needs anyway
+  (Adapprox: max|G|), so the check costs no pass of its own.
 """
 
 from __future__ import annotations
@@ -95,6 +98,12 @@ class SmallStateOptimizer(torch.optim.Optimizer):
     def _path(self, state: dict) -> str:
         return "dense"
 
+    def _finite_witness(self, param: torch.Tensor, grad: torch.Tensor) -> float:
+        """A number that is finite only if every element of `grad` is: its sum (one pass). A
+        non-finite sum may also be overflow of finite values; the caller then looks closer."""
+        dtype = torch.float64 if grad.dtype == torch.float64 else torch.float32
+        return float(grad.sum(dtype=dtype))
+
     def _check_loaded_values(self, param: torch.Tensor, group: dict, loaded: dict) -> None:
         """Refuse (ValueError) loaded state values this optimizer cannot step from; no-op here."""
 
@@ -139,9 +148,8 @@ class SmallStateOptimizer(torch.optim.Optimizer):
                 f"{type(self).__name__} does not support sparse gradients "
                 f"({self._param_name(param)})"
             )
-        total = grad.sum(dtype=torch.float64 if grad.dtype == torch.float64 else torch.float32)
-        # A finite sum proves every element finite; a non-finite sum may be overflow, so look.
-        if not torch.isfinite(total) and not torch.isfinite(grad).all():
+        # A finite witness proves every element finite; a non-finite one may be overflow, so look.
+        if not math.isfinite(self._finite_witness(param, grad)) and not torch.isfinite(grad).all():
             if group["nonfinite"] == "skip":
                 return None
             raise FloatingPointError(

@@ -101,26 +101,26 @@ def _apply_update(
 
 
 def moment_exponent(
-    grad: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor], beta2: float, dtype: torch.dtype
+    grad_peak: float,
+    factors: tuple[torch.Tensor, torch.Tensor],
+    beta2: float,
+    dtype: torch.dtype,
 ) -> int:
     """e ≥ 0 such that V·4^-e fits `dtype` with room to spare; 0 (nothing scaled) when V does.
 
-    `factors` = (Q_k, U_k) with V = Q_k U_kᵀ; one of them has orthonormal columns (rows of norm
-    ≤ 1), so V's entries are bounded by β2·sqrt(k)·max(max|Q_k|, max|U_k|) + (1−β2)·max|G|²
-    whichever it is (a checkpoint written before tall matrices were factorized as Vᵀ holds the
-    roles the other way round). The bound is computed in log2 so that it cannot overflow: V is
-    left as is while it is below 2^(maxexp − 28) (2^100 in float32, |G| up to about 3e16 at
-    β2 = 0.999), else e brings the bound to about 1. Cost: one read pass over G for max|G| and
-    one over each factor.
+    `grad_peak` = max|G| (`peak_magnitude(grad)`); `factors` = (Q_k, U_k) with V = Q_k U_kᵀ. One
+    of the factors has orthonormal columns (rows of norm ≤ 1), so V's entries are bounded by
+    β2·sqrt(k)·max(max|Q_k|, max|U_k|) + (1−β2)·max|G|² whichever it is (a checkpoint written
+    before tall matrices were factorized as Vᵀ holds the roles the other way round). The bound
+    is computed in log2 so that it cannot overflow: V is left as is while it is below
+    2^(maxexp − 28) (2^100 in float32, |G| up to about 3e16 at β2 = 0.999), else e brings the
+    bound to about 1. Cost: one read pass over each factor.
     """
     logs = []
-    # max|x| as max(-min, max): torch's aminmax is one vectorized pass, ~18x faster on CPU than
-    # vector_norm(ord=inf) (measured on a 768x3072 float32 gradient).
-    peak_grad = _peak_magnitude(grad)
-    if peak_grad > 0 and beta2 < 1:
-        logs.append(2.0 * math.log2(peak_grad) + math.log2(1.0 - beta2))
+    if grad_peak > 0 and beta2 < 1:
+        logs.append(2.0 * math.log2(grad_peak) + math.log2(1.0 - beta2))
     rank = factors[0].shape[1]
-    peak_factor = max((_peak_magnitude(f) for f in factors if f.numel()), default=0.0)
+    peak_factor = max((peak_magnitude(f) for f in factors), default=0.0)
     if peak_factor > 0:
         logs.append(math.log2(peak_factor) + 0.5 * math.log2(rank))
     log_bound = max(logs, default=-math.inf) + 1.0
@@ -129,8 +129,14 @@ def moment_exponent(
     return math.ceil(log_bound / 2)
 
 
-def _peak_magnitude(t: torch.Tensor) -> float:
-    """max|t| of a non-empty finite tensor, from one min/max pass."""
+def peak_magnitude(t: torch.Tensor) -> float:
+    """max|t| (0 for an empty tensor, NaN if t holds a NaN) from one min/max pass.
+
+    torch's aminmax is one vectorized pass, ~18x faster on CPU than vector_norm(ord=inf)
+    (measured on a 768x3072 float32 gradient), and it propagates NaN.
+    """
+    if not t.numel():
+        return 0.0
     low, high = torch.aminmax(t)
     return max(-float(low), float(high))
 
@@ -167,8 +173,12 @@ def adapprox_step(
     precision: str,
     bias_correction: bool,
     maximize: bool,
+    grad_peak: float | None = None,
 ) -> None:
     """One Adapprox step (ALGORITHMS.md §3.3) for one matrix parameter, in place.
+
+    `grad_peak`: max|G| when the caller has it (the optimizer's finite check computes it), else
+    None and it is computed here (one pass over G).
 
     `workspace` is an m×n scratch matrix in the state's dtype; it is overwritten. `state` holds
     Q, U, rank, next_rank, step, key and (when β1 > 0) exp_avg. With `bias_correction`, V is
@@ -195,7 +205,9 @@ def adapprox_step(
     # U holds the orthonormal factor and Q the scaled one (V ≈ Q Uᵀ either way).
     tall = Q.shape[0] > U.shape[0]
     orthonormal, scaled = (U, Q) if tall else (Q, U)
-    exponent = moment_exponent(grad, (Q[:, :rank], U[:, :rank]), beta2, workspace.dtype)
+    if grad_peak is None:
+        grad_peak = peak_magnitude(grad)
+    exponent = moment_exponent(grad_peak, (Q[:, :rank], U[:, :rank]), beta2, workspace.dtype)
 
     # Clamp the rebuilt moment BEFORE mixing in G², so V ≥ (1−β2)·G² and |Û| ≤ 1/sqrt(1−β2):
     # clamping after lets a negative fit make Û = G/ε, and the RMS clip then shrinks the whole
@@ -211,11 +223,14 @@ def adapprox_step(
     if exponent:
         grad = grad * 2.0**-exponent
     fused = _fused_passes(param, grad, workspace)
+    total_squares = None
     if fused is not None:
         g, v = fused
         if not rank:
             v.fill(0.0)
-        _kernels.mix_second_moment(v, g, v.dtype.type(beta2), v.dtype.type(1.0 - beta2))
+        total_squares = _kernels.mix_second_moment(
+            v, g, v.dtype.type(beta2), v.dtype.type(1.0 - beta2)
+        )
     else:
         if rank:
             workspace.clamp_min_(0.0).mul_(beta2)
@@ -238,6 +253,7 @@ def adapprox_step(
         else "full",
         rng=[int(state["key"]), step],
         out=(orthonormal, scaled),
+        total_squares=total_squares,
     )
     if exponent:
         _restore_saturated(scaled[:, : result.factors.rank], 2 * exponent)
@@ -455,8 +471,20 @@ class Adapprox(SmallStateOptimizer):
         if int(loaded["key"]) < 0:
             raise ValueError(f"state 'key' of {where} must be >= 0, got {int(loaded['key'])}")
 
+    def _grad_peaks(self) -> dict[torch.Tensor, float]:
+        """max|G| per parameter from this step's finite check (never saved)."""
+        return self.__dict__.setdefault("_grad_peak_records", {})
+
+    def _finite_witness(self, param: torch.Tensor, grad: torch.Tensor) -> float:
+        """max|G| (NaN or Inf unless G is finite), kept for the step's overflow guard
+        (`moment_exponent`): the finite check and the guard share one pass over G."""
+        peak = peak_magnitude(grad)
+        self._grad_peaks()[param] = peak
+        return peak
+
     def _update(self, param: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
         beta1, beta2 = group["betas"]
+        grad_peak = self._grad_peaks().pop(param, None)
         if "Q" not in state:
             dense_adamw_step(
                 param,
@@ -499,6 +527,7 @@ class Adapprox(SmallStateOptimizer):
             precision=group["precision"],
             bias_correction=group["bias_correction"],
             maximize=group["maximize"],
+            grad_peak=grad_peak,
         )
 
     def _path(self, state: dict) -> str:

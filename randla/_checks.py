@@ -5,6 +5,7 @@ Every error names the argument, the bad value and the accepted range.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -17,13 +18,26 @@ ORTH_METHODS = ("qr", "cholqr2", "lu")
 PRECISIONS = ("full", "mixed")
 
 
-def matrix(a: Any, name: str = "A") -> float:
-    """Check a float32/float64, 2-D, non-empty, finite matrix; return Σ a_ij² (float64)."""
+def matrix(a: Any, name: str = "A", total_squares: Any = None) -> float:
+    """Check a float32/float64, 2-D, non-empty, finite matrix; return Σ a_ij² (float64).
+
+    `total_squares`: the caller's Σ a_ij², trusted when it is a finite real ≥ 0 (then `a` is not
+    read: a finite sum of squares proves every entry finite); None, NaN or Inf: computed here.
+    """
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got {a.ndim}-D with shape {tuple(a.shape)}")
     if 0 in a.shape:
         raise ValueError(f"{name} must have non-empty dimensions, got shape {tuple(a.shape)}")
     float_dtype(a, name)
+    if total_squares is not None:
+        if (
+            isinstance(total_squares, bool)
+            or not isinstance(total_squares, numbers.Real)
+            or total_squares < 0
+        ):
+            raise ValueError(f"total_squares must be a float >= 0 or None, got {total_squares!r}")
+        if math.isfinite(total_squares):
+            return float(total_squares)
     total = _backend.sum_squares(a)
     if not np.isfinite(total):
         finite(a, name)

@@ -27,6 +27,7 @@ def srsi(
     precision: str = "full",
     rng: Any = None,
     out: tuple[Any, Any] | None = None,
+    total_squares: float | None = None,
 ) -> LowRank:
     """Streamlined randomized subspace iteration: A ≈ Q Uᵀ with Q (m×rank) orthonormal.
 
@@ -53,15 +54,20 @@ def srsi(
     ``precision="mixed"`` (float32 CPU arrays): the products of every sweep but the last in
     bfloat16, the last sweep's two in float32, as in :func:`randla.rsvd` (which explains it).
 
+    ``total_squares``: Σ A_ij² (float64) when the caller already has it, for example summed by
+    the pass that wrote A; it replaces the pass over A that computes it (which is also the
+    finiteness check). Trusted as given: a wrong value gives wrong prefix errors. None, NaN or Inf:
+    computed here.
+
     Cost: 4·m·n·l·sweeps flops in GEMMs, plus ``sweeps`` orthonormalizations of an m×l block
-    (≈ 4·m·l² each) and one pass over A for ‖A‖_F². Out of the safe range: one scaled copy of
-    A (two more passes). Memory: (m + n)·l workspace.
+    (≈ 4·m·l² each) and one pass over A for ‖A‖_F² (none with ``total_squares``). Out of the
+    safe range: one scaled copy of A (two more passes). Memory: (m + n)·l workspace.
 
     Reference: Zhao et al., Adapprox, arXiv 2403.14958, §3 (S-RSI); Halko, Martinsson, Tropp,
     SIAM Review 2011, Algorithm 4.4 (randomized subspace iteration).
     """
     a, back = _backend.to_core(A, "A")
-    total_squares = _checks.matrix(a)
+    total_squares = _checks.matrix(a, total_squares=total_squares)
     rank = _checks.integer(rank, "rank", 1, min(a.shape))
     buffers = _output_buffers(out, a, rank)
     oversample = _checks.integer(oversample, "oversample", 0)
@@ -108,6 +114,7 @@ def adaptive_srsi(
     precision: str = "full",
     rng: Any = None,
     out: tuple[Any, Any] | None = None,
+    total_squares: float | None = None,
 ) -> AdaptiveResult:
     """AS-RSI: S-RSI whose rank follows a relative-error tolerance (ALGORITHMS.md §1.2).
 
@@ -124,7 +131,8 @@ def adaptive_srsi(
     sqrt(100·eps), about 3.5e-3 in float32) from one all-prefix probe estimate with 8 probes.
     The rank always stays in [k_min, k_max]. ``out`` buffers should have ≥ k_max columns.
 
-    ``precision`` as in :func:`srsi`; the probes always run in A's precision.
+    ``precision`` and ``total_squares`` as in :func:`srsi`; the probes always run in A's
+    precision.
 
     Cost: that of :func:`srsi` per factorization, plus 2·m·n·8 flops when probes are needed.
 
@@ -133,7 +141,7 @@ def adaptive_srsi(
     randomized factorization with cheap error indicators).
     """
     a, back = _backend.to_core(A, "A")
-    total_squares = _checks.matrix(a)
+    total_squares = _checks.matrix(a, total_squares=total_squares)
     k_max = _checks.integer(k_max, "k_max", 1, min(a.shape))
     k_min = _checks.integer(k_min, "k_min", 1, k_max)
     rank = _checks.integer(rank, "rank", k_min, k_max)

@@ -314,3 +314,48 @@ def test_mixed_precision_applies_to_float32_state_only(bfloat16_products, dtype)
     assert torch.isfinite(param).all()
     expected = 2 * 2 * 2 if dtype == torch.float32 else 0  # 2 products × 2 of 3 sweeps × 2 steps
     assert len(bfloat16_products) == expected
+
+
+def test_mix_pass_returns_the_squared_norm_srsi_needs():
+    from optimizers import _adapprox_kernels
+
+    gen = torch.Generator().manual_seed(3)
+    v = torch.randn(5000, generator=gen)  # negative entries: the clamp must act
+    g = torch.randn(5000, generator=gen)
+    beta2 = 0.999
+    expected = v.clamp_min(0) * torch.tensor(beta2) + torch.tensor(1 - beta2) * g * g
+    total = _adapprox_kernels.mix_second_moment(
+        v.numpy(), g.numpy(), v.numpy().dtype.type(beta2), v.numpy().dtype.type(1 - beta2)
+    )
+    torch.testing.assert_close(v, expected, rtol=1e-6, atol=0)
+    assert total == pytest.approx(float((v.double() ** 2).sum()), rel=1e-12)
+
+
+def test_peak_magnitude_sees_nan_inf_and_empty_tensors():
+    from optimizers.adapprox import peak_magnitude
+
+    assert peak_magnitude(torch.tensor([-3.0, 2.0])) == 3.0
+    assert peak_magnitude(torch.empty(0)) == 0.0
+    assert peak_magnitude(torch.tensor([1.0, -float("inf")])) == float("inf")
+    nan = peak_magnitude(torch.tensor([1.0, float("nan"), 2.0]))
+    assert nan != nan
+
+
+def test_finite_check_and_overflow_guard_read_the_gradient_once(monkeypatch):
+    weight = torch.nn.Parameter(torch.randn(48, 64))
+    opt = Adapprox([weight], k_max=4)
+    weight.grad = torch.randn(48, 64)
+    opt.step()
+    seen = []
+    original = torch.aminmax
+
+    def counting(t, *args, **kwargs):
+        seen.append(t.numel())
+        return original(t, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "aminmax", counting)
+    opt.step()
+    assert seen.count(weight.numel()) == 1
+    weight.grad[3, 5] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite gradient"):
+        opt.step()

@@ -165,6 +165,25 @@ def test_adaptive_rank_capped_at_k_max_when_tol_unreachable(xp, rank20_matrix):
         assert result.next_rank == 64 and result.error > 1e-9
 
 
+def test_given_total_squares_replaces_the_pass_and_is_trusted(xp, rank20_matrix):
+    a = xp.asarray(rank20_matrix)
+    exact = float(np.sum(host(a) ** 2))
+    options = dict(rank=20, k_max=64, rng=[5, 1])
+    computed = randla.adaptive_srsi(a, **options)
+    for hint in (exact, math.nan, math.inf):  # non-finite hints: computed as without one
+        given = randla.adaptive_srsi(a, **options, total_squares=hint)
+        np.testing.assert_array_equal(host(given.factors.U), host(computed.factors.U))
+        np.testing.assert_allclose(given.factors.prefix_errors, computed.factors.prefix_errors)
+        assert given.next_rank == computed.next_rank
+    # A wrong (here 4x too large) total is used as given: a factorization that captures all of A
+    # then seems to miss 3/4 of it, and the step strategy grows the rank.
+    inflated = randla.adaptive_srsi(a, **options, total_squares=4 * exact)
+    assert inflated.factors.prefix_errors[-1] == pytest.approx(math.sqrt(0.75), rel=1e-3)
+    assert inflated.next_rank > computed.next_rank
+    single = randla.srsi(a, 20, rng=3, total_squares=4 * exact)
+    assert single.prefix_errors[-1] == pytest.approx(math.sqrt(0.75), rel=1e-3)
+
+
 def test_float32_path_stays_float32(xp):
     a = xp.asarray(known_matrix("harmonic", 600, 300)[0].astype(np.float32))
     factors = randla.srsi(a, 16, rng=10)
@@ -378,6 +397,16 @@ def _bad_calls(xp):
         ),
         (ValueError, "U must have shape", lambda: randla.estimate_error(a, a[:, :3], a[:, :3])),
         (TypeError, "A must be a numpy array", lambda: randla.srsi([[1.0, 2.0]], 1)),
+        (
+            ValueError,
+            "total_squares must be a float >= 0 or None, got -1.0",
+            lambda: randla.srsi(a, 2, total_squares=-1.0),
+        ),
+        (
+            ValueError,
+            "total_squares must be a float >= 0 or None, got 'big'",
+            lambda: randla.adaptive_srsi(a, rank=2, k_max=10, total_squares="big"),
+        ),
     ]
 
 
