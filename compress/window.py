@@ -194,9 +194,9 @@ def window_adam_apply(
     and the update runs in it (float16/bf16 bits: in float32, then rounded to nearest even).
     lr must be finite and >= 0, decay finite. Every argument is checked before param changes.
     Cost: O(m·k) for the statistics (the block-local scratch is touched only at selected
-    indices) plus one sequential pass over each block of param: a read and write with decay;
-    without, a read when the block has fewer cache lines than window entries (so the scattered
-    updates hit cache instead of waiting on memory one by one), else nothing.
+    indices) plus, on CPU, one sequential read-and-write pass over each block of param, with or
+    without decay: the scattered updates then hit cache lines already written instead of
+    waiting on memory one by one (see `_cpu_window.window_adam_apply_kernel`).
     check_indices as in `window_adam`. validate=False skips every argument check, as in
     `ef_topk_requantize` (only for arguments built from a state the caller checked itself).
     """

@@ -15,9 +15,8 @@ int16 ring indices 2·m·k B, int64 step and cursor: ≈ 0.5 + 4·m·density + 4
 
 Cost of a step: one fused pass over the gradient and the error codes (read 4.5 B/param, write
 0.5 B/param for float32 gradients) plus O(m·k) for the window update, which runs block by block
-after one sequential pass over the block's parameters (the decay W ← W(1 − ηλ) when weight decay
-is on, else a read when the window's entries outnumber the block's cache lines), so its
-scattered updates hit cache.
+after one sequential read-and-write pass over the block's parameters (the decay W ← W(1 − ηλ),
+a rewrite without weight decay on CPU), so its scattered updates hit cache.
 
 The module shows the torch plumbing (`MicroAdam`) next to the functional step over array views
 (`microadam_step`), which runs on numpy (Numba kernels) or CuPy (CUDA kernels) arrays alike.
@@ -222,7 +221,7 @@ class MicroAdam(SmallStateOptimizer):
 
     Cost per step and parameter of d elements: one fused pass over gradient and error
     (≈ 5 B/param moved for float32 gradients), O(m·density·d) for the window, and one pass over
-    the parameter (read and written when weight_decay > 0, at most read otherwise). CPU tensors
+    the parameter (read and written; on GPU only the support when weight_decay = 0). CPU tensors
     run on Numba kernels, CUDA tensors on numba.cuda kernels; every floating dtype trains (bf16 and
     float16 parameters are updated in float32 through their bits and rounded to nearest even,
     float64 in float64).

@@ -99,6 +99,26 @@ def test_apply_updates_each_support_coordinate_once(param_dtype):
     assert np.all(param[u == 0] == before[u == 0])
 
 
+@pytest.mark.parametrize("param_dtype", [np.float32, np.float16, np.uint16])
+def test_apply_without_decay_keeps_every_bit_off_the_support(param_dtype):
+    """Without decay the CPU kernel still rewrites each block (it is faster): every value off
+    the support, -0.0, subnormals, Inf and NaN payloads included, must come back bit for bit."""
+    rng = np.random.default_rng(9)
+    window = random_window(1000, m=3, block_size=100, density=0.05, rng=rng)
+    u = compress.window_adam(window, 3, beta1=BETA1, beta2=BETA2, eps=EPS, out=np.zeros(1000))
+    width = np.dtype(param_dtype).itemsize * 8
+    bits = rng.integers(0, 2**width, 1000, dtype=np.uint64).astype(f"uint{width}")
+    param = bits.view(param_dtype) if param_dtype != np.uint16 else bits
+    before = param.copy()
+    with np.errstate(invalid="ignore"):
+        compress.window_adam_apply(
+            window, 3, beta1=BETA1, beta2=BETA2, eps=EPS, lr=0.01, param=param, decay=1.0
+        )
+    off = u == 0
+    assert off.sum() > 800
+    np.testing.assert_array_equal(param.view(bits.dtype)[off], before.view(bits.dtype)[off])
+
+
 def test_apply_on_bf16_bits_equals_float32_update_rounded():
     rng = np.random.default_rng(7)
     window = random_window(900, m=5, block_size=128, density=0.2, rng=rng, values_dtype="bfloat16")
