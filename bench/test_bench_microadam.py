@@ -5,20 +5,33 @@ Run: pytest bench/test_bench_microadam.py --benchmark-only --benchmark-min-round
 same gradients every round; each is warmed up by one step so its state exists. extra_info records
 state bytes per parameter, the step's bytes moved and the fraction of the triad bandwidth that
 represents: of the run's ceiling and of a triad measured right after the step's rounds.
+
+Where MicroAdam's step time goes: `test_microadam_step_breakdown` runs the step's three passes
+parameter by parameter as the step does (the base class's finite check, the fused error
+feedback / top-k / requantize pass, the window update with the decay pass) and reports each
+pass's median time, the fraction of the triad bandwidth its bytes represent, and the time
+outside the three (Python, state views and per-parameter calls). The machine's memory speed
+drifts within a run, so compare the passes with each other rather than with the step's own
+benchmark. A pass far below the bandwidth is
+compute-bound: moving fewer bytes would not make it faster.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import numba
 import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
+import compress
 from bench.param_sets import count, transformer_params
 from bench.triad import triad_bandwidth_now
 from optimizers import MicroAdam
+from optimizers._views import array_view
+from optimizers.microadam import core_state
 
 BLOCKS = int(os.environ.get("SMALLSTATE_BENCH_BLOCKS", "12"))
 WEIGHT_DECAY = 0.01  # AdamW's default; MicroAdam then pays its decay pass too
@@ -83,3 +96,71 @@ def test_microadam_step(benchmark, params, ceilings):
     if "AdamW" in _medians:
         benchmark.extra_info["step_time_vs_fused_adamw"] = _medians["MicroAdam"] / _medians["AdamW"]
     assert opt.state_nbytes() / n < 1.0
+
+
+def _timed_parts(opt: MicroAdam, totals: dict[str, list[float]]) -> None:
+    """The step's three passes, parameter by parameter in the step's order (so each parameter's
+    data is as warm as in a real step), with the seconds of each pass appended to `totals`:
+    the base class's finite check, the fused error feedback / top-k / requantize pass, and the
+    window's Adam update with the decay pass (the step count held at 20)."""
+    spent = dict.fromkeys(_PARTS, 0.0)
+    for group in opt.param_groups:
+        decay = 1.0 - group["lr"] * group["weight_decay"]
+        for param in group["params"]:
+            start = time.perf_counter()
+            opt._usable_grad(param, group)
+            checked = time.perf_counter()
+            error, window = core_state(opt.state[param], group, param.numel())
+            compress.ef_topk_requantize(
+                array_view(param.grad.view(-1)),
+                error,
+                window,
+                density=group["density"],
+                validate=False,
+            )
+            compressed = time.perf_counter()
+            compress.window_adam_apply(
+                window,
+                20,
+                beta1=0.9,
+                beta2=0.999,
+                eps=1e-8,
+                lr=group["lr"],
+                param=array_view(param.detach().view(-1)),
+                decay=decay,
+                validate=False,
+            )
+            spent["finite check"] += checked - start
+            spent["compress"] += compressed - checked
+            spent["window"] += time.perf_counter() - compressed
+    for name, seconds in spent.items():
+        totals[name].append(seconds)
+
+
+#: Bytes each pass must move per parameter (float32, defaults; see `microadam_bytes_moved`);
+#: the window's 12 bytes per ring entry are added below.
+_PARTS = {"finite check": 4, "compress": 5, "window": 8}
+
+
+@pytest.mark.benchmark(group="microadam-step")
+def test_microadam_step_breakdown(benchmark, params, ceilings):
+    """Where the step's time goes: the median time of each pass over all parameters (extra_info),
+    the fraction of the triad bandwidth each pass's bytes represent, and the time outside them."""
+    opt = MicroAdam(params, lr=1e-3, weight_decay=WEIGHT_DECAY)
+    n = count(params)
+    ring = 0
+    totals: dict[str, list[float]] = {name: [] for name in _PARTS}
+    with threadpool_limits(2):
+        opt.step()
+        ring = sum(s["window_values"].numel() for s in opt.state.values())
+        benchmark.pedantic(_timed_parts, args=(opt, totals), rounds=5, warmup_rounds=1)
+    for name, per_param in _PARTS.items():
+        seconds = sorted(totals[name][1:])[len(totals[name][1:]) // 2]  # warm-up dropped
+        moved = per_param * n + (12 * ring if name == "window" else 0)
+        key = name.replace(" ", "_")
+        benchmark.extra_info[f"{key}_ms"] = seconds * 1e3
+        benchmark.extra_info[f"{key}_fraction_of_triad"] = (
+            moved / seconds / 1e9 / ceilings.bandwidth_gbs
+        )
+    passes = sum(benchmark.extra_info[f"{name.replace(' ', '_')}_ms"] for name in _PARTS)
+    benchmark.extra_info["outside_passes_ms"] = benchmark.stats.stats.median * 1e3 - passes
