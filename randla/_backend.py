@@ -128,31 +128,17 @@ def sum_squares(a: Any) -> float:
     return float(np.sum(np.square(a), dtype=np.float64))
 
 
-#: CPU QRs of at least this many columns and elements run on torch's LAPACK (MKL in the
-#: x86 wheels), which uses torch's thread pool; smaller ones on scipy's, which randla keeps at
-#: one thread (`one_busy_pool`). Measured, float32, 2 threads: 768×64 0.30 → 0.22 ms, 3072×64
-#: 1.20 → 0.77 ms, 768×128 1.29 → 0.58 ms; at 768×32 or 300×64 scipy's single thread was faster.
-TORCH_QR_MIN_COLUMNS = 40
-TORCH_QR_MIN_ELEMENTS = 1 << 15
-
-
 def qr_q(y: Any) -> Any:
     """Q factor of the economic Householder QR (geqrf + orgqr), y may be overwritten.
 
-    On CPU, blocks below the TORCH_QR_* sizes call the two LAPACK routines directly with a
-    workspace of 64 columns' worth (at least what LAPACK's own query asks for, so the blocking
-    and the result are identical to scipy.linalg.qr's): no workspace queries and no R formed,
-    which saved 8 µs of the 13 µs a 768×6 QR took through scipy.linalg.qr (Adapprox at
-    k_max = 1 takes 60 of them per step). Larger ones go to torch.linalg.qr (same algorithm,
-    multithreaded; equal to scipy's up to rounding).
+    On CPU the two LAPACK routines are called directly with a workspace of 64 columns' worth
+    (at least what LAPACK's own query asks for, so the blocking and the result are identical to
+    scipy.linalg.qr's): no workspace queries and no R formed, which saved 8 µs of the 13 µs a
+    768×6 QR took through scipy.linalg.qr (Adapprox at k_max = 1 takes 60 of them per step).
     """
     if is_cupy(y):
         return namespace(y).linalg.qr(y, mode="reduced")[0]
     rows, columns = y.shape
-    if columns >= TORCH_QR_MIN_COLUMNS and y.size >= TORCH_QR_MIN_ELEMENTS and rows >= columns:
-        import torch
-
-        return torch.linalg.qr(torch.from_numpy(y), mode="reduced").Q.numpy()
     if rows < columns:
         return scipy.linalg.qr(y, mode="economic", overwrite_a=True, check_finite=False)[0]
     geqrf, orgqr = scipy.linalg.lapack.get_lapack_funcs(("geqrf", "orgqr"), (y,))

@@ -501,20 +501,3 @@ def test_draws_do_not_follow_torchs_default_device():
     finally:
         torch.set_default_device(None)
     np.testing.assert_array_equal(result, expected)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(768, 64), (1000, 40), (3072, 69)])
-def test_large_cpu_qr_runs_on_torch_and_equals_scipy_up_to_rounding(dtype, shape):
-    """Blocks of at least TORCH_QR_MIN_COLUMNS columns and TORCH_QR_MIN_ELEMENTS elements use
-    torch.linalg.qr: the same Householder Q (same signs) up to rounding, orthonormal."""
-    from randla import _backend
-
-    assert shape[1] >= _backend.TORCH_QR_MIN_COLUMNS
-    assert shape[0] * shape[1] >= _backend.TORCH_QR_MIN_ELEMENTS
-    y = np.random.default_rng(4).standard_normal(shape).astype(dtype)
-    q = _backend.qr_q(np.asfortranarray(y))
-    eps = np.finfo(dtype).eps
-    assert q.dtype == dtype and q.shape == shape
-    np.testing.assert_allclose(q, scipy.linalg.qr(y, mode="economic")[0], atol=50 * eps)
-    np.testing.assert_allclose(q.T @ q, np.eye(shape[1]), atol=50 * eps)
