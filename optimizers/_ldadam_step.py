@@ -22,7 +22,8 @@ three reads of a, one read-write of e (when kept) and one of W. The QR (m×r) go
 `randla.orthonormalize`; products are in the work dtype (float32 or float64): the three with the
 full matrix a and r columns (`thin_product`), the two full-size updates and the small C·m and
 (C∘C)·v̂ (`add_product`, `rank_product`) on randla's blocked CPU kernels where they apply (CPU,
-large enough, inner dimension ≤ 288), the rest torch.mm/addmm_.
+large enough, inner dimension ≤ 288), the rest torch.mm/addmm_. The r×n moment arithmetic runs
+in two Numba loops on CPU (`_ldadam_kernels`), as torch operations elsewhere.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import torch
 
 import randla
 
+from . import _ldadam_kernels as _kernels
 from ._products import add_product, rank_product, thin_product
+from ._views import array_view
 
 EXACT_SVD_MAX_SIDE = 512
 """First-step basis: exact SVD when min(m, n) is at most this, randla.rsvd above it.
@@ -72,6 +75,14 @@ def warm_subspace_iteration(
     y = thin_product(a, z).mul_(c2)
     y.addmm_(basis, torch.mm(exp_avg, z), alpha=c1)
     return randla.orthonormalize(y, method="qr")
+
+
+def fused_moments(exp_avg: torch.Tensor, projected: torch.Tensor) -> bool:
+    """Whether the r×n moment arithmetic runs in `_ldadam_kernels` (CPU tensors of one dtype)
+    rather than as torch operations."""
+    return exp_avg.device.type == "cpu" and projected.device.type == "cpu" and (
+        projected.dtype == exp_avg.dtype
+    )
 
 
 def ldadam_matrix_step(
@@ -125,19 +136,47 @@ def ldadam_matrix_step(
             torch.mul(exp_avg, k, out=both_moments[:rank])
             torch.mul(moved_avg, -k, out=both_moments[rank:]).sub_(projected)
             add_product(residual, both_bases, both_moments)
+    fused = fused_moments(exp_avg, projected)
+    typed = array_view(exp_avg).dtype.type if fused else float
     if t > 0:
         bias2 = 1.0 - beta2**t
-        exp_avg_sq.div_(bias2).addcmul_(exp_avg, exp_avg, value=-1.0 / bias1**2)
+        if fused:
+            _kernels.centered_second_moment(
+                array_view(exp_avg_sq),
+                array_view(exp_avg),
+                typed(1.0 / bias2),
+                typed(1.0 / bias1**2),
+            )
+        else:
+            exp_avg_sq.div_(bias2).addcmul_(exp_avg, exp_avg, value=-1.0 / bias1**2)
         exp_avg_sq.copy_(rank_product(change.square_(), exp_avg_sq))
-        exp_avg_sq.addcmul_(moved_avg, moved_avg, value=1.0 / bias1**2).mul_(bias2).abs_()
-        exp_avg.copy_(moved_avg)
 
-    exp_avg.mul_(beta1).add_(projected, alpha=1.0 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(projected, projected, value=1.0 - beta2)
     step += 1
     bias1_next = 1.0 - beta1 ** (t + 1)
     bias2_next = 1.0 - beta2 ** (t + 1)
-    direction = torch.div(exp_avg_sq, bias2_next).sqrt_().add_(eps)
-    torch.div(exp_avg, direction, out=direction)
+    if fused:
+        direction = torch.empty_like(exp_avg)
+        _kernels.moments_and_direction(
+            array_view(exp_avg),
+            array_view(exp_avg_sq),
+            array_view(moved_avg if t > 0 else exp_avg),
+            array_view(projected),
+            t > 0,
+            typed(1.0 / bias1**2 if t > 0 else 0.0),
+            typed(bias2 if t > 0 else 0.0),
+            typed(beta1),
+            typed(beta2),
+            typed(1.0 / bias2_next),
+            typed(eps),
+            array_view(direction),
+        )
+    else:
+        if t > 0:
+            exp_avg_sq.addcmul_(moved_avg, moved_avg, value=1.0 / bias1**2).mul_(bias2).abs_()
+            exp_avg.copy_(moved_avg)
+        exp_avg.mul_(beta1).add_(projected, alpha=1.0 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(projected, projected, value=1.0 - beta2)
+        direction = torch.div(exp_avg_sq, bias2_next).sqrt_().add_(eps)
+        torch.div(exp_avg, direction, out=direction)
     add_product(weight, new_basis, direction, beta=1.0 - lr * weight_decay, alpha=-lr / bias1_next)
     basis.copy_(new_basis)

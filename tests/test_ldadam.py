@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from optimizers import LDAdam, _products
+from optimizers import LDAdam, _ldadam_step, _products
 from optimizers.ldadam import lowrank_layout
 from randla import _backend, _thin
 
@@ -225,7 +225,10 @@ def transcription(weight, grads_of, steps, *, rank, lr, weight_decay, rho, eps=1
 @pytest.mark.parametrize("shape", [(24, 80), (80, 24)])
 @pytest.mark.parametrize("rho", [None, 0.5])
 @pytest.mark.parametrize("kernels", [False, True], ids=["torch-products", "randla-kernels"])
-def test_matches_a_float64_transcription_of_the_algorithm(shape, rho, kernels, monkeypatch):
+@pytest.mark.parametrize("moments", ["numba-moments", "torch-moments"])
+def test_matches_a_float64_transcription_of_the_algorithm(
+    shape, rho, kernels, moments, monkeypatch
+):
     """50 steps on a noisy quadratic, wide and tall, against the literal transcription.
 
     Tolerance 1e-9 relative (float64). Singular vectors and QR factors are defined up to the
@@ -235,7 +238,11 @@ def test_matches_a_float64_transcription_of_the_algorithm(shape, rho, kernels, m
     unchanged, and W, e only see the products P m, P g̃, P u). So we compare sign-free
     quantities: W, e, P Pᵀ, P m and v. With `kernels`, the size limits are lowered so that the
     thin products and the rank updates run on randla's CPU kernels instead of torch.mm/addmm_.
+    With "torch-moments" the r×n moment arithmetic takes the torch operations CUDA tensors take
+    instead of `_ldadam_kernels`.
     """
+    if moments == "torch-moments":
+        monkeypatch.setattr(_ldadam_step, "fused_moments", lambda *tensors: False)
     updates = []
     if kernels:
         monkeypatch.setattr(_products, "MIN_THIN_ELEMENTS", 1)
