@@ -14,7 +14,7 @@ from numba import cuda, int32, int64
 
 from . import _scalar
 from ._launch import THREADS
-from ._scalar import BF16, F16, RADIX_BINS, RADIX_BITS
+from ._scalar import BF16, F16, NARROW_LIMIT, RADIX_BINS, RADIX_BITS
 
 bf16_bits_to_f32 = cuda.jit(device=True)(_scalar.bf16_bits_to_f32_py)
 f32_to_bf16_bits = cuda.jit(device=True)(_scalar.f32_to_bf16_bits_py)
@@ -300,6 +300,16 @@ def adam_direction(m_row, s_row, j, c1, c2, eps):
     return c1 * m_row[j] / (root + eps)
 
 
+@cuda.jit(device=True)
+def narrow_direction(m_row, s_row, j, c1, c2, eps):
+    """As the CPU kernel's `narrow_direction`: float32 square root and division in range."""
+    second = c2 * s_row[j]
+    first = c1 * m_row[j]
+    if second < NARROW_LIMIT and abs(first) < NARROW_LIMIT:
+        return np.float32(first) / (math.sqrt(np.float32(second)) + np.float32(eps))
+    return np.float32(first / (math.sqrt(second) + eps))
+
+
 @cuda.jit
 def window_adam_kernel(
     values,
@@ -397,7 +407,10 @@ def window_adam_apply_kernel(
         for e in range(cuda.threadIdx.x, rows.size * k, cuda.blockDim.x):
             j = indices[rows[e // k], first + e % k]
             if cuda.atomic.cas(flags[w], j, 0, 1) == 0:
-                u = adam_direction(m_scratch[w], s_scratch[w], j, c1, c2, eps)
+                if param_kind == 0 and param.dtype.itemsize == 8:  # float64: u in float64
+                    u = adam_direction(m_scratch[w], s_scratch[w], j, c1, c2, eps)
+                else:
+                    u = narrow_direction(m_scratch[w], s_scratch[w], j, c1, c2, eps)
                 i = b * block_size + j
                 if param_kind == 0:
                     param[i] = param[i] - lr * param.dtype.type(u)

@@ -80,9 +80,8 @@ def warm_subspace_iteration(
 def fused_moments(exp_avg: torch.Tensor, projected: torch.Tensor) -> bool:
     """Whether the r×n moment arithmetic runs in `_ldadam_kernels` (CPU tensors of one dtype)
     rather than as torch operations."""
-    return exp_avg.device.type == "cpu" and projected.device.type == "cpu" and (
-        projected.dtype == exp_avg.dtype
-    )
+    on_cpu = exp_avg.device.type == "cpu" and projected.device.type == "cpu"
+    return on_cpu and projected.dtype == exp_avg.dtype
 
 
 def ldadam_matrix_step(

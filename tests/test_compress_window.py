@@ -119,6 +119,21 @@ def test_apply_without_decay_keeps_every_bit_off_the_support(param_dtype):
     np.testing.assert_array_equal(param.view(bits.dtype)[off], before.view(bits.dtype)[off])
 
 
+@pytest.mark.parametrize("scale", [1.0, 1e-30, 3e38])
+def test_float32_direction_is_within_float32_rounding_and_finite_at_the_extremes(scale):
+    """Parameters narrower than float64 take u's square root and division in float32 while the
+    moments are in range, in float64 beyond: within a few float32 ulps of the float64 u either
+    way, and finite for values up to float32's maximum (Adam's normalization keeps |u| small)."""
+    rng = np.random.default_rng(10)
+    window = random_window(2000, m=4, block_size=100, density=0.2, rng=rng)
+    window.values[...] = np.clip(window.values.astype(np.float64) * scale, -3.4e38, 3.4e38)
+    u = compress.window_adam(window, 4, beta1=BETA1, beta2=BETA2, eps=EPS, out=np.zeros(2000))
+    param = np.zeros(2000, np.float32)
+    compress.window_adam_apply(window, 4, beta1=BETA1, beta2=BETA2, eps=EPS, lr=1.0, param=param)
+    assert np.isfinite(param).all() and np.abs(u).max() < 10
+    np.testing.assert_allclose(param, -u, rtol=4 * np.finfo(np.float32).eps, atol=1e-37)
+
+
 def test_apply_on_bf16_bits_equals_float32_update_rounded():
     rng = np.random.default_rng(7)
     window = random_window(900, m=5, block_size=128, density=0.2, rng=rng, values_dtype="bfloat16")
