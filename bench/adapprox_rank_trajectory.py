@@ -22,7 +22,7 @@ from optimizers import Adapprox
 from optimizers.comparison import registry
 from optimizers.comparison.corpus import load_stdlib_corpus
 from optimizers.comparison.presets import PRESETS
-from optimizers.comparison.runner import TrainConfig, initial_state, pinned_threads, train_one
+from optimizers.comparison.runner import initial_state, pinned_threads, preset_config, train_one
 
 LR = 3e-3  # the comparison's Adapprox learning rate
 REPORT_STEPS = (1, 10, 25, 50, 100, 150, 200)
@@ -86,17 +86,7 @@ def main() -> None:
     parser.add_argument("--k-max", default="16,64", help="comma list of k_max values")
     parser.add_argument("--out", type=Path, default=Path("runs") / "adapprox-ranks")
     args = parser.parse_args()
-    preset = PRESETS["default"]
-    config = TrainConfig(
-        model=preset.model,
-        batch_size=preset.batch_size,
-        steps=args.steps,
-        eval_every=max(1, args.steps // preset.evaluations),
-        val_batches=preset.val_batches,
-        warmup_steps=int(preset.warmup_fraction * args.steps),
-        seed=0,
-        device="cpu",
-    )
+    config = preset_config(PRESETS["default"], steps=args.steps, seed=0, device="cpu")
     corpus = load_stdlib_corpus()
     runs: dict[int, dict[str, list[int]]] = {}
     with pinned_threads(2):

@@ -22,7 +22,7 @@ import optimizers
 from optimizers.comparison import registry
 from optimizers.comparison.corpus import load_stdlib_corpus
 from optimizers.comparison.presets import PRESETS
-from optimizers.comparison.runner import TrainConfig, initial_state, pinned_threads, train_one
+from optimizers.comparison.runner import initial_state, pinned_threads, preset_config, train_one
 
 
 class TranscribedMicroAdam(torch.optim.Optimizer):
@@ -100,17 +100,7 @@ def main() -> None:
     parser.add_argument("--lr", default="3e-3", help="comma list of peak learning rates")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
-    preset = PRESETS["default"]
-    config = TrainConfig(
-        model=preset.model,
-        batch_size=preset.batch_size,
-        steps=args.steps,
-        eval_every=max(1, args.steps // preset.evaluations),
-        val_batches=preset.val_batches,
-        warmup_steps=int(preset.warmup_fraction * args.steps),
-        seed=0,
-        device="cpu",
-    )
+    config = preset_config(PRESETS["default"], steps=args.steps, seed=0, device="cpu")
     corpus = load_stdlib_corpus()
     for name in args.variants.split(","):
         if VARIANTS[name] is not None:

@@ -21,7 +21,7 @@ from .corpus import load_stdlib_corpus
 from .presets import PRESETS
 from .registry import DEFAULT_LR, DEFAULT_OPTIMIZERS, REGISTRY, unavailable_reason
 from .report import add_ratios, format_table, plot, write_json
-from .runner import TrainConfig, initial_state, pinned_threads, resolve_device, train_one
+from .runner import initial_state, pinned_threads, preset_config, resolve_device, train_one
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -104,16 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or preset.steps
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
-    config = TrainConfig(
-        model=preset.model,
-        batch_size=preset.batch_size,
-        steps=steps,
-        eval_every=max(1, steps // preset.evaluations),
-        val_batches=preset.val_batches,
-        warmup_steps=int(preset.warmup_fraction * steps),
-        seed=args.seed,
-        device=resolve_device(args.device),
-    )
+    config = preset_config(preset, steps=steps, seed=args.seed, device=resolve_device(args.device))
     out = args.out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     corpus = load_stdlib_corpus()

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .corpus import Corpus, fixed_batches, random_batch
 from .model import ByteTransformer, ModelConfig
+from .presets import Preset
 from .registry import OptimizerSettings, build_optimizer, state_nbytes
 from .schedule import warmup_cosine
 
@@ -39,6 +40,21 @@ class TrainConfig:
     device: str
     weight_decay: float = 0.0
     final_loss_window: int = 20
+
+
+def preset_config(preset: Preset, *, steps: int, seed: int, device: str) -> TrainConfig:
+    """The TrainConfig of a named size for a given step budget: evaluations spread evenly over
+    the steps and the warmup a fixed fraction of them, as the preset says."""
+    return TrainConfig(
+        model=preset.model,
+        batch_size=preset.batch_size,
+        steps=steps,
+        eval_every=max(1, steps // preset.evaluations),
+        val_batches=preset.val_batches,
+        warmup_steps=int(preset.warmup_fraction * steps),
+        seed=seed,
+        device=device,
+    )
 
 
 def resolve_device(requested: str) -> str:
