@@ -89,16 +89,20 @@ def main() -> None:
     config = preset_config(PRESETS["default"], steps=args.steps, seed=0, device="cpu")
     corpus = load_stdlib_corpus()
     runs: dict[int, dict[str, list[int]]] = {}
-    with pinned_threads(2):
-        init = initial_state(config.model, config.seed)
-        for k_max in (int(k) for k in args.k_max.split(",")):
-            runs[k_max] = {}
-            registry.REGISTRY["adapprox"] = recording_factory(k_max, runs[k_max])
-            result = train_one(
-                "adapprox", lr=LR, config=config, corpus=corpus, init=init, progress=False
-            )
-            print(summary(k_max, runs[k_max]))
-            print(f"  final validation loss {result['final_val_loss']:.3f}", flush=True)
+    standard = registry.REGISTRY["adapprox"]
+    try:
+        with pinned_threads(2):
+            init = initial_state(config.model, config.seed)
+            for k_max in (int(k) for k in args.k_max.split(",")):
+                runs[k_max] = {}
+                registry.REGISTRY["adapprox"] = recording_factory(k_max, runs[k_max])
+                result = train_one(
+                    "adapprox", lr=LR, config=config, corpus=corpus, init=init, progress=False
+                )
+                print(summary(k_max, runs[k_max]))
+                print(f"  final validation loss {result['final_val_loss']:.3f}", flush=True)
+    finally:
+        registry.REGISTRY["adapprox"] = standard
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ranks.json").write_text(json.dumps({str(k): r for k, r in runs.items()}))
     plot(args.out / "ranks.png", runs)

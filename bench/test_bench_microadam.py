@@ -158,7 +158,8 @@ def test_microadam_step_breakdown(benchmark, params, ceilings):
         ring = sum(s["window_values"].numel() for s in opt.state.values())
         benchmark.pedantic(_timed_parts, args=(opt, totals), rounds=5, warmup_rounds=1)
     for name, per_param in _PARTS.items():
-        seconds = sorted(totals[name][1:])[len(totals[name][1:]) // 2]  # warm-up dropped
+        rounds = totals[name][1:] or totals[name]  # the warm-up round dropped, if any
+        seconds = sorted(rounds)[len(rounds) // 2]
         moved = per_param * n + (12 * ring if name == "window" else 0)
         key = name.replace(" ", "_")
         benchmark.extra_info[f"{key}_ms"] = seconds * 1e3

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from ._cpu_topk import block_k, load_value, store_value
-from ._scalar import NARROW_LIMIT, NATIVE
+from ._scalar import NARROW_LIMIT, NARROW_MIN_EPS, NATIVE
 
 
 @njit(cache=True)
@@ -147,14 +147,16 @@ def window_adam_apply_kernel(
     the next block and a repeated coordinate then computes u = 0 (0 / (0 + eps)) and subtracts
     nothing: no zeroing pass, no branch.
 
-    Scratch, weights, c1 and c2 are float64; u is float64 for float64 parameters and float32
-    (`narrow_direction`) for the others, then rounded to the parameter's float type, and the
+    Scratch, weights, c1 and c2 are float64; u is float64 for float64 parameters (or an eps
+    below float32's smallest normal number) and float32 (`narrow_direction`) for the others,
+    then rounded to the parameter's float type, and the
     update runs in it (lr has that type); bf16/f16 bits update in float32, then round to nearest
     even.
     """
     n = param.size
     n_blocks = (n + block_size - 1) // block_size
-    wide = param_kind == NATIVE and param.itemsize == 8  # float64: u in float64 throughout
+    # u in float64 throughout for float64 parameters, and for an eps float32 cannot hold
+    wide = (param_kind == NATIVE and param.itemsize == 8) or eps < NARROW_MIN_EPS
     for w in numba.prange(n_workers):
         moments = np.zeros(2 * block_size, w1.dtype)
         for b in range(w, n_blocks, n_workers):

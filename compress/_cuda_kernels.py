@@ -14,7 +14,7 @@ from numba import cuda, int32, int64
 
 from . import _scalar
 from ._launch import THREADS
-from ._scalar import BF16, F16, NARROW_LIMIT, RADIX_BINS, RADIX_BITS
+from ._scalar import BF16, F16, NARROW_LIMIT, NARROW_MIN_EPS, RADIX_BINS, RADIX_BITS
 
 bf16_bits_to_f32 = cuda.jit(device=True)(_scalar.bf16_bits_to_f32_py)
 f32_to_bf16_bits = cuda.jit(device=True)(_scalar.f32_to_bf16_bits_py)
@@ -407,7 +407,7 @@ def window_adam_apply_kernel(
         for e in range(cuda.threadIdx.x, rows.size * k, cuda.blockDim.x):
             j = indices[rows[e // k], first + e % k]
             if cuda.atomic.cas(flags[w], j, 0, 1) == 0:
-                if param_kind == 0 and param.dtype.itemsize == 8:  # float64: u in float64
+                if (param_kind == 0 and param.itemsize == 8) or eps < NARROW_MIN_EPS:
                     u = adam_direction(m_scratch[w], s_scratch[w], j, c1, c2, eps)
                 else:
                     u = narrow_direction(m_scratch[w], s_scratch[w], j, c1, c2, eps)

@@ -12,6 +12,9 @@ from numba import njit
 NARROW_LIMIT = 1e36
 """The window apply's `narrow_direction` takes the float32 square root and division while c2·S
 and |c1·M| are below this (so both fit float32 with room to spare), float64 beyond."""
+NARROW_MIN_EPS = float(np.finfo(np.float32).tiny)
+"""...and only for eps at least float32's smallest normal number (a smaller eps would round to
+zero or lose its precision in float32: the whole apply then computes in float64)."""
 RADIX_BITS = 11  # top-k threshold select: 2048-bin histograms, 3 levels for float32 magnitudes
 RADIX_BINS = 1 << RADIX_BITS
 # How a float array is stored: native float dtype, or uint16 bits of bfloat16 / IEEE half

@@ -29,11 +29,16 @@ def mix_second_moment(v, g, beta2, weight):
     stored values, in float64 (S-RSI's ‖V‖_F², so it need not read V for it).
 
     reassoc lets the float64 sum run on several vector accumulators; it also lets LLVM regroup
-    the update's products, so an entry may differ from the torch passes in its last bit.
+    the update's products (weight·g·g as weight·(g·g)), so the products are taken in float64,
+    where g² of any finite float32 g fits (in float32 it would overflow for |g| > 1.8e19 while
+    weight·g² fits, as `moment_exponent` guarantees), and an entry may differ from the torch
+    passes in its last bit.
     """
     total = 0.0
+    weight64 = np.float64(weight)
     for i in numba.prange(v.size):
-        mixed = v.dtype.type(max(v[i], 0.0) * beta2 + weight * g[i] * g[i])
+        gradient = np.float64(g[i])
+        mixed = v.dtype.type(max(v[i], 0.0) * beta2 + weight64 * gradient * gradient)
         v[i] = mixed
         total += np.float64(mixed) * np.float64(mixed)
     return total

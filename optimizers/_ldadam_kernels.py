@@ -32,14 +32,16 @@ def centered_second_moment(v, m, inv_c2, inv_c1_squared):
 
 @njit(parallel=True, cache=True)
 def moments_and_direction(
-    m, v, moved, g, transferred, inv_c1_squared, c2, beta1, beta2, inv_c2_next, eps, direction
+    m, v, moved, g, transferred, inv_c1_squared, c2, betas, inv_c2_next, eps, direction
 ):
     """The moments after the transfer and this step's Adam direction, in place (all r×n).
 
     transferred (every step but the first): v ← |(v + moved²·inv_c1_squared)·c2|, m ← moved.
     Then m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², direction = m / (sqrt(v·inv_c2_next) + ε).
+    betas = (β1, 1−β1, β2, 1−β2), each rounded from float64 to the state's dtype (1−β taken in
+    float32 from a rounded β would lose most of its digits for β near 1).
     """
-    one = m.dtype.type(1.0)
+    beta1, keep1, beta2, keep2 = betas
     for i in numba.prange(m.shape[0]):
         for j in range(m.shape[1]):
             mean, second = m[i, j], v[i, j]
@@ -47,8 +49,8 @@ def moments_and_direction(
                 mean = moved[i, j]
                 second = np.abs((second + mean * mean * inv_c1_squared) * c2)
             gradient = g[i, j]
-            mean = beta1 * mean + (one - beta1) * gradient
-            second = beta2 * second + (one - beta2) * gradient * gradient
+            mean = beta1 * mean + keep1 * gradient
+            second = beta2 * second + keep2 * gradient * gradient
             m[i, j] = mean
             v[i, j] = second
             direction[i, j] = mean / (np.sqrt(second * inv_c2_next) + eps)

@@ -102,12 +102,17 @@ def test_apply_updates_each_support_coordinate_once(param_dtype):
 @pytest.mark.parametrize("param_dtype", [np.float32, np.float16, np.uint16])
 def test_apply_without_decay_keeps_every_bit_off_the_support(param_dtype):
     """Without decay the CPU kernel still rewrites each block (it is faster): every value off
-    the support, -0.0, subnormals, Inf and NaN payloads included, must come back bit for bit."""
+    the support, -0.0, subnormals, Inf and quiet-NaN payloads included, must come back bit for
+    bit (bf16 bits, uint16 here, are multiplied by an integer one). Signalling NaNs of float
+    parameters become quiet, as under torch's `param.mul_(1.0)`; the draw leaves them out."""
     rng = np.random.default_rng(9)
     window = random_window(1000, m=3, block_size=100, density=0.05, rng=rng)
     u = compress.window_adam(window, 3, beta1=BETA1, beta2=BETA2, eps=EPS, out=np.zeros(1000))
     width = np.dtype(param_dtype).itemsize * 8
     bits = rng.integers(0, 2**width, 1000, dtype=np.uint64).astype(f"uint{width}")
+    if param_dtype != np.uint16:  # set the quiet bit of every NaN
+        quiet = np.array(1 << np.finfo(param_dtype).nmant - 1, bits.dtype)
+        bits[np.isnan(bits.view(param_dtype))] |= quiet
     param = bits.view(param_dtype) if param_dtype != np.uint16 else bits
     before = param.copy()
     with np.errstate(invalid="ignore"):
@@ -117,6 +122,16 @@ def test_apply_without_decay_keeps_every_bit_off_the_support(param_dtype):
     off = u == 0
     assert off.sum() > 800
     np.testing.assert_array_equal(param.view(bits.dtype)[off], before.view(bits.dtype)[off])
+
+
+def test_an_eps_below_float32s_range_computes_in_float64():
+    """eps = 1e-46 rounds to 0 in float32: a repeated coordinate would then divide 0 by 0."""
+    rng = np.random.default_rng(11)
+    window = random_window(2000, m=4, block_size=100, density=0.2, rng=rng)
+    u = compress.window_adam(window, 4, beta1=BETA1, beta2=BETA2, eps=1e-46, out=np.zeros(2000))
+    param = np.zeros(2000, np.float32)
+    compress.window_adam_apply(window, 4, beta1=BETA1, beta2=BETA2, eps=1e-46, lr=1.0, param=param)
+    np.testing.assert_array_equal(param, (-u).astype(np.float32))
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e-30, 3e38])

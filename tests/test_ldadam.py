@@ -289,6 +289,24 @@ def test_matches_a_float64_transcription_of_the_algorithm(
     assert len(updates) == (2 * steps + 2 * (steps - 1) if kernels else 0)
 
 
+@pytest.mark.parametrize("beta2", [0.999, 0.999999, 1 - 1e-8])
+def test_float32_moment_kernels_agree_with_the_torch_operations(beta2, monkeypatch):
+    """The Numba moment loops take 1 − β from float64 as the torch operations do: a float32
+    1 − β2 taken from a rounded β2 would be 0 at β2 = 1 − 1e-8."""
+    grads = gradients((64, 96), 4, dtype=torch.float32)
+    weights = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(_ldadam_step, "fused_moments", lambda *tensors: False)
+        param = matrix_param(64, 96, dtype=torch.float32)
+        opt = LDAdam([param], lr=1e-2, betas=(0.9, beta2), rank=8, compressed=True)
+        for g in grads:
+            param.grad = g.clone()
+            opt.step()
+        weights.append(param.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------- error feedback modes
 def small_regression(seed=0):
     torch.manual_seed(seed)

@@ -143,6 +143,17 @@ def test_adapprox_large_finite_gradient_puts_no_nan_in_state(shape):
     assert torch.isfinite(param).all()
 
 
+def test_adapprox_gradient_whose_square_overflows_float32_at_beta2_near_one():
+    """G² overflows float32 at |G| = 2^66 while (1 − β2)·G² = 2^98 does not (β2 = 1 − 2^-34):
+    V must be built without forming G² in float32."""
+    param = torch.nn.Parameter(torch.zeros(64, 64))
+    opt = make("adapprox", [param], betas=(0.9, 1 - 2**-34))
+    param.grad = torch.full((64, 64), 2.0**66)
+    opt.step()
+    assert torch.isfinite(param).all()
+    assert all(torch.isfinite(v).all() for v in opt.state[param].values() if torch.is_tensor(v))
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16])
 def test_grad_scaler_skips_inf_iterations_without_touching_state(name, amp_dtype):
