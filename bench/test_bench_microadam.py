@@ -151,7 +151,6 @@ def test_microadam_step_breakdown(benchmark, params, ceilings):
     the fraction of the triad bandwidth each pass's bytes represent, and the time outside them."""
     opt = MicroAdam(params, lr=1e-3, weight_decay=WEIGHT_DECAY)
     n = count(params)
-    ring = 0
     totals: dict[str, list[float]] = {name: [] for name in _PARTS}
     with threadpool_limits(2):
         opt.step()

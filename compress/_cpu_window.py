@@ -149,9 +149,8 @@ def window_adam_apply_kernel(
 
     Scratch, weights, c1 and c2 are float64; u is float64 for float64 parameters (or an eps
     below float32's smallest normal number) and float32 (`narrow_direction`) for the others,
-    then rounded to the parameter's float type, and the
-    update runs in it (lr has that type); bf16/f16 bits update in float32, then round to nearest
-    even.
+    then rounded to the parameter's float type, and the update runs in it (lr has that type);
+    bf16/f16 bits update in float32, then round to nearest even.
     """
     n = param.size
     n_blocks = (n + block_size - 1) // block_size

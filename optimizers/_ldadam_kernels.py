@@ -10,11 +10,11 @@ microseconds. These two loops do the same arithmetic per element in two passes:
   first step), then m ← β1·m + (1−β1)·g̃, v ← β2·v + (1−β2)·g̃², d = m / (sqrt(v/c2') + ε),
 
 with c1, c2 the bias corrections of the previous step and c2' that of this one.
-`_ldadam_step.ldadam_matrix_step` takes them when every tensor is a C-contiguous CPU tensor of
-the state's dtype; elsewhere (CUDA) it runs the torch operations, which agree up to rounding
-(a multiplication by a reciprocal here where torch divides). Measured on the benchmark's 2-block
-parameter set (2 cores, steps alternating between the two paths in one process, median of 15):
-rank 64 52.5 → 51.6 ms, rank 16 19.8 → 19.6 ms.
+`_ldadam_step.ldadam_matrix_step` takes them when the moments and g̃ are CPU tensors of one dtype
+(any strides: g̃ may be a transposed view); elsewhere (CUDA) it runs the torch operations, which
+agree up to rounding (a multiplication by a reciprocal here where torch divides). Measured on the
+benchmark's 2-block parameter set (2 cores, steps alternating between the two paths in one process,
+median of 15): rank 64 52.5 → 51.6 ms, rank 16 19.8 → 19.6 ms.
 """
 
 import numba
@@ -24,7 +24,7 @@ from numba import njit
 
 @njit(parallel=True, cache=True)
 def centered_second_moment(v, m, inv_c2, inv_c1_squared):
-    """v ← v·inv_c2 − m²·inv_c1_squared in place (v, m: r×n, C-contiguous)."""
+    """v ← v·inv_c2 − m²·inv_c1_squared in place (v, m: r×n)."""
     for i in numba.prange(v.shape[0]):
         for j in range(v.shape[1]):
             v[i, j] = v[i, j] * inv_c2 - m[i, j] * m[i, j] * inv_c1_squared
