@@ -29,7 +29,10 @@ from ._scalar import (
     quant_code,
 )
 
-CHUNK_BUCKETS = 256  # even, so that a chunk starts on a whole byte for any bucket length
+CHUNK_BUCKETS = 2048  # even, so that a chunk starts on a whole byte for any bucket length
+"""Buckets per parallel chunk. Each chunk pays a call, its scratch allocations and a restart of
+the memory streams: 64M float32 on two threads quantized in 8.2 ms with 256-bucket chunks,
+7.7 ms with 4096."""
 
 
 @njit(cache=True)
@@ -77,8 +80,10 @@ def quantize_range(
     """Quantize src (global elements first .. first + src.size - 1, starting bucket b0) into codes
     and bounds. Buckets go in groups of GROUP, in three phases: the min/max of each bucket; the
     bounds (bf16 rounding, storing) and steps of the whole group; the encode of each bucket (from
-    cache). Taking the per-bucket scalar work (bf16 rounding, two divisions) out of the streaming
-    loops lets the processor overlap it with them. The min/max loop runs over the whole bucket
+    cache). Taking the per-bucket scalar work (bf16 rounding, a division) out of the streaming
+    loops lets the processor overlap it with them, and, the helpers being branch-free, each of
+    the group's bound loops runs as one vector loop (16K elements from L1, one thread: 0.166 →
+    0.153 ns per element). The min/max loop runs over the whole bucket
     (element 0 twice): from element 1 it would be 63 long, and its scalar remainder cost more
     than its vector body. 4-bit, bf16 bounds, 64M elements, one thread: 29.3 ms before both
     changes, 18.5 ms after (with the constant round-half-up offset below).
@@ -186,46 +191,59 @@ def quantize_range(
 
 @njit(cache=True)
 def dequantize_range(codes, first, lo_arr, hi_arr, b0, bits, bucket, bf16_bounds, dst, add):
-    """dst[j] (+)= code(first + j)·step + lo of its bucket, for all of dst (starting bucket b0)."""
+    """dst[j] (+)= code(first + j)·step + lo of its bucket, for all of dst (starting bucket b0).
+    Buckets go in groups of GROUP: the steps of the whole group first (one vector loop), then the
+    decode of each bucket."""
     max_code = (1 << bits) - 1
+    group_unscale = np.empty(GROUP, np.float32)
+    group_base = np.empty(GROUP, np.float32)
+    group_step = np.empty(GROUP, np.float32)
     n_total, width, start = np.uint64(dst.size), np.uint64(bucket), np.uint64(first)
-    for b in range((n_total + width - U1) // width):  # unsigned: see the module docstring
-        q = b * width
-        n = min(width, n_total - q)
-        e = start + q
-        lo = load_bound(lo_arr, np.uint64(b0) + b, bf16_bounds)
-        hi = load_bound(hi_arr, np.uint64(b0) + b, bf16_bounds)
-        _, unscale, base, step, _ = bucket_steps(lo, hi, max_code)
-        if bits == 8:
-            if add:
-                for j in range(n):
-                    dst[q + j] += dequant_value(codes[e + j], step, base, unscale)
+    n_buckets = (n_total + width - U1) // width  # unsigned: see the module docstring
+    for g in range(U0, n_buckets, GROUP):
+        group = min(GROUP, n_buckets - g)
+        for i in range(group):
+            lo = load_bound(lo_arr, np.uint64(b0) + g + i, bf16_bounds)
+            hi = load_bound(hi_arr, np.uint64(b0) + g + i, bf16_bounds)
+            _, unscale, base, step, _ = bucket_steps(lo, hi, max_code)
+            group_unscale[i] = unscale
+            group_base[i] = base
+            group_step[i] = step
+        for i in range(group):
+            q = (g + i) * width
+            n = min(width, n_total - q)
+            e = start + q
+            unscale, base, step = group_unscale[i], group_base[i], group_step[i]
+            if bits == 8:
+                if add:
+                    for j in range(n):
+                        dst[q + j] += dequant_value(codes[e + j], step, base, unscale)
+                else:
+                    for j in range(n):
+                        dst[q + j] = dequant_value(codes[e + j], step, base, unscale)
+                continue
+            j = U0
+            if e & U1 == U1:
+                v = dequant_value(codes[e >> U1] & 15, step, base, unscale)
+                dst[q] = dst[q] + v if add else v
+                j = U1
+            n_pairs = (n - j) >> U1
+            byte0 = (e + j) >> U1
+            pair0 = q + j
+            if add:  # two loops rather than a select per element: each vectorizes
+                for p in range(n_pairs):
+                    byte = np.int32(codes[byte0 + p])
+                    dst[pair0 + U2 * p] += dequant_value(byte >> 4, step, base, unscale)
+                    dst[pair0 + U2 * p + U1] += dequant_value(byte & 15, step, base, unscale)
             else:
-                for j in range(n):
-                    dst[q + j] = dequant_value(codes[e + j], step, base, unscale)
-            continue
-        j = U0
-        if e & U1 == U1:
-            v = dequant_value(codes[e >> U1] & 15, step, base, unscale)
-            dst[q] = dst[q] + v if add else v
-            j = U1
-        n_pairs = (n - j) >> U1
-        byte0 = (e + j) >> U1
-        pair0 = q + j
-        if add:  # two loops rather than a select per element: each vectorizes
-            for p in range(n_pairs):
-                byte = np.int32(codes[byte0 + p])
-                dst[pair0 + U2 * p] += dequant_value(byte >> 4, step, base, unscale)
-                dst[pair0 + U2 * p + U1] += dequant_value(byte & 15, step, base, unscale)
-        else:
-            for p in range(n_pairs):
-                byte = np.int32(codes[byte0 + p])
-                dst[pair0 + U2 * p] = dequant_value(byte >> 4, step, base, unscale)
-                dst[pair0 + U2 * p + U1] = dequant_value(byte & 15, step, base, unscale)
-        j += U2 * n_pairs
-        if j < n:
-            v = dequant_value(codes[(e + j) >> U1] >> 4, step, base, unscale)
-            dst[q + j] = dst[q + j] + v if add else v
+                for p in range(n_pairs):
+                    byte = np.int32(codes[byte0 + p])
+                    dst[pair0 + U2 * p] = dequant_value(byte >> 4, step, base, unscale)
+                    dst[pair0 + U2 * p + U1] = dequant_value(byte & 15, step, base, unscale)
+            j += U2 * n_pairs
+            if j < n:
+                v = dequant_value(codes[(e + j) >> U1] >> 4, step, base, unscale)
+                dst[q + j] = dst[q + j] + v if add else v
 
 
 @njit(parallel=True, cache=True)

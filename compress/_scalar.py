@@ -42,14 +42,14 @@ def f32_to_bf16_bits_outward_py(x, up):
 
     Used for quantization bounds so that every element stays inside [lo, hi] after rounding (x
     past bf16's largest finite value is the exception: it decodes to that value, within 0.4%).
+    Branch-free (the bump is a 0/1 integer), so that a loop over buckets of it vectorizes.
     """
     u = np.float32(x).view(np.uint32)
     t = u >> np.uint32(16)
     inexact = (t << np.uint32(16)) != u
     positive = (u >> np.uint32(31)) == np.uint32(0)
-    if inexact and positive == up and (t & np.uint32(0x7FFF)) != np.uint32(0x7F7F):
-        t = t + np.uint32(1)
-    return np.uint16(t)
+    below_max = (t & np.uint32(0x7FFF)) != np.uint32(0x7F7F)
+    return np.uint16(t + np.uint32(inexact & (positive == up) & below_max))
 
 
 def f16_bits_to_f32_py(bits):
@@ -131,21 +131,26 @@ def bucket_steps_py(lo, hi, levels):
     magnitude) is coded at scale 2^64 (1/step would overflow, step would be subnormal).
     A constant bucket (hi == lo, or NaN bounds) has step 0 and 1/step 0: code 0 decodes to lo.
     Decoding is within half a step of x plus float32 rounding (a few ulps of max(|lo|, |hi|)).
+    Branch-free (selects, and a divisor that is never zero), so that a loop over buckets of it
+    vectorizes on the CPU.
     """
     lo = np.float32(lo)
     hi = np.float32(hi)
     one = np.float32(1.0)
-    if not hi > lo:
-        return one, one, lo, np.float32(0.0), np.float32(0.0)
-    if max(hi, -lo) >= np.float32(2.0**126):
-        scale, shrink = np.float32(0.25), np.float32(1.0 - 2.0**-21)
-    elif hi - lo < np.float32(2.0**-100):
-        scale, shrink = np.float32(2.0**64), one
-    else:
-        scale, shrink = one, one
+    valid = hi > lo  # False for a constant bucket and for NaN bounds
+    big = max(hi, -lo) >= np.float32(2.0**126)
+    tiny = hi - lo < np.float32(2.0**-100)
+    scale = np.float32(0.25) if big else (np.float32(2.0**64) if tiny else one)
+    scale = scale if valid else one
+    unscale = np.float32(4.0) if big else (np.float32(2.0**-64) if tiny else one)
+    unscale = unscale if valid else one  # 1/scale, exactly (scale is a power of two)
+    shrink = np.float32(1.0 - 2.0**-21) if big else one
     base = lo * scale
     width = (hi * scale - base) * shrink
-    return scale, one / scale, base, width / np.float32(levels), np.float32(levels) / width
+    width = width if valid else one
+    step = width / np.float32(levels) if valid else np.float32(0.0)
+    inv_step = np.float32(levels) / width if valid else np.float32(0.0)
+    return scale, unscale, base, step, inv_step
 
 
 bf16_bits_to_f32 = njit(cache=True)(bf16_bits_to_f32_py)
@@ -156,4 +161,5 @@ f32_to_f16_bits = njit(cache=True)(f32_to_f16_bits_py)
 hash_uniform = njit(cache=True)(hash_uniform_py)
 quant_code = njit(cache=True)(quant_code_py)
 dequant_value = njit(cache=True)(dequant_value_py)
-bucket_steps = njit(cache=True)(bucket_steps_py)
+bucket_steps = njit(cache=True, error_model="numpy")(bucket_steps_py)
+"""error_model="numpy": its divisors are never zero, and Numba's zero check would be a branch."""

@@ -121,3 +121,26 @@ def test_out_container_is_reused():
     codes = q.codes
     assert compress.quantize(x, out=q) is q and q.codes is codes
     np.testing.assert_array_equal(q.codes, compress.quantize(x).codes)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_parallel_chunks_agree_with_short_pieces(bits):
+    # A vector of several parallel chunks (odd bucket, ragged tail) against the same data
+    # quantized in short pieces of whole buckets, each far below one chunk.
+    from compress._cpu_quant import CHUNK_BUCKETS
+
+    bucket = 63
+    rng = np.random.default_rng(bits)
+    x = (rng.standard_normal(3 * CHUNK_BUCKETS * bucket + 101) * 3).astype(np.float32)
+    whole = compress.quantize(x, bits=bits, bucket=bucket, bounds_dtype="bfloat16")
+    piece = 10 * bucket  # even, so 4-bit pieces end on whole bytes
+    parts = [
+        compress.quantize(x[i : i + piece], bits=bits, bucket=bucket, bounds_dtype="bfloat16")
+        for i in range(0, x.size, piece)
+    ]
+    for field in ("codes", "lo", "hi"):
+        joined = np.concatenate([getattr(p, field) for p in parts])
+        np.testing.assert_array_equal(getattr(whole, field), joined)
+    np.testing.assert_array_equal(
+        compress.dequantize(whole), np.concatenate([compress.dequantize(p) for p in parts])
+    )
