@@ -29,8 +29,8 @@ def _cpu_kernels() -> SimpleNamespace:
     from . import _cpu_elementwise, _cpu_fused, _cpu_quant, _cpu_topk, _cpu_window
 
     return SimpleNamespace(
-        quantize=_cpu_quant.quantize_kernel,
-        dequantize=_cpu_quant.dequantize_kernel,
+        quantize=_cpu_quant.quantize,
+        dequantize=_cpu_quant.dequantize,
         topk_blocks=_cpu_topk.topk_blocks_kernel,
         scatter_add=_cpu_topk.scatter_add_kernel,
         gather=_cpu_topk.gather_kernel,

@@ -12,7 +12,7 @@ bucket indexed from 0, pays reference-count updates per view (atomic, on the arr
 all threads); unsigned indices made the 4-bit decode 2.8x faster than views in the fused step.
 Every inner loop is branch-free so that LLVM vectorizes it: the min/max reduction (on integer
 images of the float bits), the encode (clamp then truncate, no fused multiply-add) and the
-decode. Parallel kernels hand each thread a chunk of CHUNK_BUCKETS buckets; the fused MicroAdam
+decode. Parallel kernels hand each thread chunks of `chunk_buckets` buckets; the fused MicroAdam
 kernel hands each a block.
 """
 
@@ -29,10 +29,31 @@ from ._scalar import (
     quant_code,
 )
 
-CHUNK_BUCKETS = 2048  # even, so that a chunk starts on a whole byte for any bucket length
-"""Buckets per parallel chunk. Each chunk pays a call, its scratch allocations and a restart of
-the memory streams: 64M float32 on two threads quantized in 8.2 ms with 256-bucket chunks,
-7.7 ms with 4096."""
+CHUNK_BUCKETS = 2048
+"""Buckets per parallel chunk, at most (`chunk_buckets`). Each chunk pays a call, its scratch
+allocations and a restart of the memory streams: 64M float32 on two threads quantized in 8.2 ms
+with 256-bucket chunks, 7.7 ms with 4096."""
+MIN_CHUNK_BUCKETS = 256
+
+
+def chunk_buckets(n_buckets: int) -> int:
+    """Buckets per parallel chunk for a vector of n_buckets: CHUNK_BUCKETS, or fewer (down to
+    MIN_CHUNK_BUCKETS) so that each of Numba's threads gets four chunks or more. Always even, so
+    that a chunk starts on a whole byte for any bucket length."""
+    per_thread = n_buckets // (4 * numba.get_num_threads())
+    return max(MIN_CHUNK_BUCKETS, min(CHUNK_BUCKETS, per_thread - per_thread % 2))
+
+
+def quantize(x, codes, lo, hi, bits, bucket, bf16_bounds, stochastic, seed) -> None:
+    """The CPU kernel set's quantize (`quantize_kernel` with its chunk length)."""
+    per_chunk = chunk_buckets(-(-x.size // bucket))
+    quantize_kernel(x, codes, lo, hi, bits, bucket, bf16_bounds, stochastic, seed, per_chunk)
+
+
+def dequantize(codes, lo, hi, bits, bucket, bf16_bounds, out, add) -> None:
+    """The CPU kernel set's dequantize (`dequantize_kernel` with its chunk length)."""
+    per_chunk = chunk_buckets(-(-out.size // bucket))
+    dequantize_kernel(codes, lo, hi, bits, bucket, bf16_bounds, out, add, per_chunk)
 
 
 @njit(cache=True)
@@ -247,10 +268,10 @@ def dequantize_range(codes, first, lo_arr, hi_arr, b0, bits, bucket, bf16_bounds
 
 
 @njit(parallel=True, cache=True)
-def quantize_kernel(x, codes, lo, hi, bits, bucket, bf16_bounds, stochastic, seed):
-    """Quantize x per bucket; parallel over chunks of CHUNK_BUCKETS buckets."""
+def quantize_kernel(x, codes, lo, hi, bits, bucket, bf16_bounds, stochastic, seed, per_chunk):
+    """Quantize x per bucket; parallel over chunks of per_chunk (even) buckets."""
     n = x.size
-    chunk = CHUNK_BUCKETS * bucket
+    chunk = per_chunk * bucket
     for c in numba.prange((n + chunk - 1) // chunk):
         start = c * chunk
         quantize_range(
@@ -259,7 +280,7 @@ def quantize_kernel(x, codes, lo, hi, bits, bucket, bf16_bounds, stochastic, see
             codes,
             lo,
             hi,
-            c * CHUNK_BUCKETS,
+            c * per_chunk,
             bits,
             bucket,
             bf16_bounds,
@@ -269,10 +290,10 @@ def quantize_kernel(x, codes, lo, hi, bits, bucket, bf16_bounds, stochastic, see
 
 
 @njit(parallel=True, cache=True)
-def dequantize_kernel(codes, lo, hi, bits, bucket, bf16_bounds, out, add):
-    """out (+)= decode(codes) per bucket; parallel over chunks of CHUNK_BUCKETS buckets."""
+def dequantize_kernel(codes, lo, hi, bits, bucket, bf16_bounds, out, add, per_chunk):
+    """out (+)= decode(codes) per bucket; parallel over chunks of per_chunk (even) buckets."""
     n = out.size
-    chunk = CHUNK_BUCKETS * bucket
+    chunk = per_chunk * bucket
     for c in numba.prange((n + chunk - 1) // chunk):
         start = c * chunk
         dequantize_range(
@@ -280,7 +301,7 @@ def dequantize_kernel(codes, lo, hi, bits, bucket, bf16_bounds, out, add):
             start,
             lo,
             hi,
-            c * CHUNK_BUCKETS,
+            c * per_chunk,
             bits,
             bucket,
             bf16_bounds,

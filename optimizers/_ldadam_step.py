@@ -19,7 +19,7 @@ with P_new (g̃ + k·m̃) into a single product with inner dimension 2r.
 Cost per step (t ≥ 1): five m×n×r products (aᵀP_old, aZ, P_newᵀa, the error update with inner
 dimension 2r counted twice, and the weight update): 12·m·n·r flops; full-size memory traffic: three
 reads of a, one read-write of e (when kept) and one of W. The QR (m×r) is torch's Householder QR
-(see `warm_subspace_iteration`); products are in the work dtype (float32 or float64): the three with
+on one thread (`householder_q`); products are in the work dtype (float32 or float64): the three with
 the full matrix a and r columns (`thin_product`), the two full-size updates and the small C·m and
 (C∘C)·v̂ (`add_product`, `rank_product`) on randla's blocked CPU kernels where they apply (CPU,
 large enough, inner dimension ≤ 288), the rest torch.mm/addmm_. The r×n moment arithmetic runs in
@@ -69,17 +69,40 @@ def warm_subspace_iteration(
 ) -> torch.Tensor:
     """One subspace iteration orth(B Bᵀ P_old) on B = c1·P_old m + c2·a, B never formed.
 
-    Cost: 4·m·n·r + 2·(m+n)·r² flops, two reads of a, one m×r Householder QR. The QR is
-    torch.linalg.qr on y itself, the same algorithm as randla.orthonormalize(method="qr")
-    (LAPACK geqrf + orgqr) without its round trip through a Fortran-ordered numpy copy, and on
-    torch's threads: 768×64 float32, 0.21 against 0.33 ms on the 2-core development machine,
-    and the step at rank 64 (bench/test_bench_ldadam.py's 12 matrices) 0.3-2 ms shorter in
-    in-process alternation.
+    Cost: 4·m·n·r + 2·(m+n)·r² flops, two reads of a, one m×r QR (`householder_q`).
     """
     z = thin_product(a, basis, transpose_a=True).mul_(c2).add_(exp_avg.t(), alpha=c1)
     y = thin_product(a, z).mul_(c2)
     y.addmm_(basis, torch.mm(exp_avg, z), alpha=c1)
-    return torch.linalg.qr(y).Q
+    return householder_q(y)
+
+
+def householder_q(y: torch.Tensor) -> torch.Tensor:
+    """Q of y's economic Householder QR (LAPACK geqrf + orgqr through torch.linalg.qr), on one
+    torch thread for CPU tensors. A non-finite y raises ValueError (LAPACK would spread it
+    through the basis into every state tensor and the weights).
+
+    The algorithm of randla.orthonormalize(method="qr"), called on the torch tensor itself: no
+    round trip through a Fortran-ordered numpy copy. One thread because inside the step the
+    Numba kernels' pool has just run on every core and a second LAPACK thread only spins against
+    it (the same reason as randla's `one_busy_pool`); the thread count is process-wide while the
+    QR runs and is restored after it. Rank 64, the 12 QRs of 768×64 in bench/test_bench_ldadam.py's
+    step on the 2-core development machine: 5.1 ms through randla, 5.2 ms with torch on two
+    threads, 3.8 ms on one (the step 53.3-53.9 against 55.3-56.0 ms, in-process alternation).
+    """
+    if not bool(torch.isfinite(y).all()):
+        raise ValueError(
+            f"LDAdam's subspace iteration produced NaN or Inf (the {tuple(y.shape)} block before "
+            "its QR): g + e or the first moment is beyond the range of the work dtype"
+        )
+    if y.device.type != "cpu":
+        return torch.linalg.qr(y).Q
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.qr(y).Q
+    finally:
+        torch.set_num_threads(threads)
 
 
 def fused_moments(exp_avg: torch.Tensor, projected: torch.Tensor) -> bool:

@@ -37,6 +37,6 @@ def test_cuda_kernels_pass_under_the_simulator_and_compile_for_a_gpu(tmp_path):
         text=True,
         timeout=900,
     )
+    # It also fails when a kernel of the set was never launched (so never compiled).
     assert compiled.returncode == 0, compiled.stdout[-6000:] + compiled.stderr[-2000:]
-    launched = {line.split("(")[0].split()[-1] for line in compiled.stdout.splitlines()}
-    assert len(launched) >= 10, compiled.stdout  # every kernel of the set was launched
+    assert compiled.stdout.count("ok ") >= 11, compiled.stdout

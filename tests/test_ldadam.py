@@ -414,3 +414,15 @@ def test_quantized_error_feedback_on_float64_parameters(mode):
     dense, quantized = final_norm("dense"), final_norm(mode)
     assert dense < 0.95 * start
     assert abs(quantized - dense) <= 0.05 * dense
+
+
+def test_overflow_in_the_subspace_iteration_raises_instead_of_spreading_nan():
+    # Finite gradients of 3e35: g·gᵀ·P overflows float32 in the second step's iteration.
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(48, 64))
+    opt = LDAdam([param], rank=8)
+    param.grad = torch.full((48, 64), 3e35) + torch.randn(48, 64) * 1e34
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        for _ in range(3):
+            opt.step()
+    assert torch.isfinite(param).all()

@@ -5,7 +5,7 @@ Each (kernel name, argument types) pair recorded under the simulator (tests/cuda
 is typed and lowered to NVVM IR by numba-cuda's front end for compute capability 8.0. That is
 the step where Numba's CUDA target refuses what the simulator accepts (an attribute it cannot
 type, a NumPy call it has no CUDA lowering for). Prints one line per signature and exits 1 if
-any failed, 2 if there was nothing to compile.
+any failed or a kernel of the set was never launched, 2 if there was nothing to compile.
 """
 
 import pickle
@@ -36,7 +36,15 @@ def main(path: str) -> int:
     if not signatures:
         print("no kernel launches were recorded")
         return 2
-    failed = 0
+    kernels = {
+        name
+        for name, value in vars(_cuda_kernels).items()
+        if hasattr(value, "targetoptions") and not value.targetoptions.get("device")
+    }
+    never_launched = kernels - {name for name, _ in signatures}
+    failed = len(never_launched)
+    for name in sorted(never_launched):
+        print(f"FAILED  {name}: never launched under the simulator, so never compiled here")
     for name, argument_types in signatures:
         kernel = getattr(_cuda_kernels, name)
         try:
