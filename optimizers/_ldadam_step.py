@@ -28,6 +28,7 @@ two Numba loops on CPU (`_ldadam_kernels`), as torch operations elsewhere.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 import randla
@@ -77,6 +78,18 @@ def warm_subspace_iteration(
     return householder_q(y)
 
 
+def all_finite(y: torch.Tensor) -> bool:
+    """Whether every entry of y is finite. On CPU through numpy on a zero-copy view: a finite
+    sum proves it (an overflowing sum of finite entries falls back to the elementwise test). A
+    torch op here, right after the Numba kernels' parallel region, waits for torch's own pool:
+    75 µs for 768×64, against about 10 µs."""
+    if y.device.type != "cpu":
+        return bool(torch.isfinite(y).all())
+    values = array_view(y)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(values.sum())) or bool(np.isfinite(values).all())
+
+
 def householder_q(y: torch.Tensor) -> torch.Tensor:
     """Q of y's economic Householder QR (LAPACK geqrf + orgqr through torch.linalg.qr), on one
     torch thread for CPU tensors. A non-finite y raises ValueError (LAPACK would spread it
@@ -90,7 +103,7 @@ def householder_q(y: torch.Tensor) -> torch.Tensor:
     step on the 2-core development machine: 5.1 ms through randla, 5.2 ms with torch on two
     threads, 3.8 ms on one (the step 53.3-53.9 against 55.3-56.0 ms, in-process alternation).
     """
-    if not bool(torch.isfinite(y).all()):
+    if not all_finite(y):
         raise ValueError(
             f"LDAdam's subspace iteration produced NaN or Inf (the {tuple(y.shape)} block before "
             "its QR): g + e or the first moment is beyond the range of the work dtype"
