@@ -56,8 +56,11 @@ def report(benchmark, ceilings, bytes_moved):
 def test_quantize4(benchmark, ceilings, vector):
     name, x = vector
     q = compress.Quantized.empty(x.size, bits=4, bucket=64, bounds_dtype="bfloat16")
-    quantize = lambda: compress.quantize(x, bits=4, bucket=64, out=q, check_finite=False)  # noqa: E731
-    run(benchmark, quantize, x.size)
+    run(
+        benchmark,
+        lambda: compress.quantize(x, bits=4, bucket=64, out=q, check_finite=False),
+        x.size,
+    )
     benchmark.extra_info["length"] = name
     report(benchmark, ceilings, x.nbytes + q.nbytes)
 
@@ -76,8 +79,11 @@ def test_dequantize_add(benchmark, ceilings, vector):
 def test_topk_blocks(benchmark, ceilings, vector):
     name, x = vector
     out = compress.SparseBlocks.empty(x.size, density=0.01, block_size=D)
-    select = lambda: compress.topk_blocks(x, density=0.01, out=out, check_finite=False)  # noqa: E731
-    run(benchmark, select, x.size)
+    run(
+        benchmark,
+        lambda: compress.topk_blocks(x, density=0.01, out=out, check_finite=False),
+        x.size,
+    )
     benchmark.extra_info["length"] = name
     report(benchmark, ceilings, x.nbytes)
 
@@ -97,8 +103,9 @@ def test_ef_topk_requantize(benchmark, ceilings, vector):
     name, grad = vector
     error = compress.Quantized.empty(grad.size, bits=4, bucket=64, bounds_dtype="bfloat16")
     window = compress.SparseWindow.empty(grad.size, m=10, density=0.01)
-    fused = lambda: compress.ef_topk_requantize(grad, error, window, density=0.01)  # noqa: E731
-    run(benchmark, fused, grad.size)
+    run(
+        benchmark, lambda: compress.ef_topk_requantize(grad, error, window, density=0.01), grad.size
+    )
     benchmark.extra_info["length"] = name
     report(benchmark, ceilings, grad.nbytes + 2 * error.nbytes)
 
