@@ -107,6 +107,10 @@ class SmallStateOptimizer(torch.optim.Optimizer):
     def _check_loaded_values(self, param: torch.Tensor, group: dict, loaded: dict) -> None:
         """Refuse (ValueError) loaded state values this optimizer cannot step from; no-op here."""
 
+    def _upgrade_loaded_state(self, loaded: dict) -> dict:
+        """A loaded parameter state as this version stores it (before any check); as is here."""
+        return loaded
+
     # ----------------------------------------------------------------- groups
     def _validate(self, options: dict[str, Any]) -> None:
         for name, check in self._checks.items():
@@ -259,14 +263,18 @@ class SmallStateOptimizer(torch.optim.Optimizer):
             for saved, options, group in zip(saved_groups, merged, self.param_groups, strict=True)
             for pid, param in zip(saved["params"], group["params"], strict=True)
         }
-        for pid, param_state in state_dict["state"].items():
+        loaded_states = {
+            pid: self._upgrade_loaded_state(param_state)
+            for pid, param_state in state_dict["state"].items()
+        }
+        for pid, param_state in loaded_states.items():
             if pid not in owners:
                 raise ValueError(f"state for unknown parameter id {pid}")
             param, options = owners[pid]
             self._check_loaded_state(param, options, param_state)
         state: defaultdict[torch.Tensor, dict[Any, Any]] = defaultdict(dict)
         layouts = {}
-        for pid, param_state in state_dict["state"].items():
+        for pid, param_state in loaded_states.items():
             param, options = owners[pid]
             state[param] = {
                 k: v.to(device=param.device, copy=True) if torch.is_tensor(v) else v

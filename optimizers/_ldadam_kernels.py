@@ -7,7 +7,9 @@ microseconds. These two loops do the same arithmetic per element in two passes:
 
 - `centered_second_moment`: v ← v/c2 − m²/c1² (before v is carried to the new basis);
 - `moments_and_direction`: after the transfer v ← |(v + m̃²/c1²)·c2| and m ← m̃ (skipped on the
-  first step), then m ← β1·m + (1−β1)·g̃, v ← β2·v + (1−β2)·g̃², d = m / (sqrt(v/c2') + ε),
+  first step), then g̃ = ĝ − κ·m̃ from the projection ĝ of the folded residual (κ = 0 unfolded),
+  m ← β1·m + (1−β1)·g̃, v ← β2·v + (1−β2)·g̃², d = m / (sqrt(v/c2') + ε), and for a folded
+  error buffer the right factor κ·m − ĝ of its update,
 
 with c1, c2 the bias corrections of the previous step and c2' that of this one.
 `_ldadam_step.ldadam_matrix_step` takes them when the moments and g̃ are CPU tensors of one dtype
@@ -32,14 +34,17 @@ def centered_second_moment(v, m, inv_c2, inv_c1_squared):
 
 @njit(parallel=True, cache=True)
 def moments_and_direction(
-    m, v, moved, g, transferred, inv_c1_squared, c2, betas, inv_c2_next, eps, direction
+    m, v, moved, g, transferred, inv_c1_squared, c2, betas, inv_c2_next, eps, fold, direction,
+    feedback,
 ):
     """The moments after the transfer and this step's Adam direction, in place (all r×n).
 
     transferred (every step but the first): v ← |(v + moved²·inv_c1_squared)·c2|, m ← moved.
-    Then m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², direction = m / (sqrt(v·inv_c2_next) + ε).
-    betas = (β1, 1−β1, β2, 1−β2), each rounded from float64 to the state's dtype (1−β taken in
-    float32 from a rounded β would lose most of its digits for β near 1).
+    Then, with the projected gradient γ = g − fold·m: m ← β1·m + (1−β1)·γ,
+    v ← β2·v + (1−β2)·γ², direction = m / (sqrt(v·inv_c2_next) + ε), and when `feedback` is
+    not None, feedback = fold·m − g (the right factor of the folded error update, see
+    `_ldadam_step`). betas = (β1, 1−β1, β2, 1−β2), each rounded from float64 to the state's dtype
+    (1−β taken in float32 from a rounded β would lose most of its digits for β near 1).
     """
     beta1, keep1, beta2, keep2 = betas
     for i in numba.prange(m.shape[0]):
@@ -48,9 +53,12 @@ def moments_and_direction(
             if transferred:
                 mean = moved[i, j]
                 second = np.abs((second + mean * mean * inv_c1_squared) * c2)
-            gradient = g[i, j]
+            projected = g[i, j]
+            gradient = projected - fold * mean
             mean = beta1 * mean + keep1 * gradient
             second = beta2 * second + keep2 * gradient * gradient
             m[i, j] = mean
             v[i, j] = second
             direction[i, j] = mean / (np.sqrt(second * inv_c2_next) + eps)
+            if feedback is not None:
+                feedback[i, j] = fold * mean - projected

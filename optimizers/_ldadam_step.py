@@ -13,17 +13,31 @@ B = c1·P_old m + c2·a. B is a rank-r matrix plus a, so it is never formed: wit
     B Z      = c1·P_old (m Z) + c2·a Z                  (m×r)
 
 which reads a twice instead of writing and reading the m×n matrices P_old m and B (four full-size
-passes saved). P_old m is then needed once, in the generalized error feedback, where it is fused
-with P_new (g̃ + k·m̃) into a single product with inner dimension 2r.
+passes saved).
 
-Cost per step (t ≥ 1): five m×n×r products (aᵀP_old, aZ, P_newᵀa, the error update with inner
-dimension 2r counted twice, and the weight update): 12·m·n·r flops; full-size memory traffic: three
-reads of a, one read-write of e (when kept) and one of W. The QR (m×r) is torch's Householder QR
-on one thread (`householder_q`); products are in the work dtype (float32 or float64): the three with
-the full matrix a and r columns (`thin_product`), the two full-size updates and the small C·m and
-(C∘C)·v̂ (`add_product`, `rank_product`) on randla's blocked CPU kernels where they apply (CPU,
-large enough, inner dimension ≤ 288), the rest torch.mm/addmm_. The r×n moment arithmetic runs in
-two Numba loops on CPU (`_ldadam_kernels`), as torch operations elsewhere.
+The generalized error feedback e_new = a − P_new g̃ + k·(P_old m − P_new m̃) needs P_old m, a
+rank-r product of inner dimension 2r beside P_new (g̃ + k·m̃). The dense error buffer avoids it by
+being stored folded: it holds ê = e + κ·P m (κ = k of the step that wrote it, kept in the state)
+instead of e. Then the g + e pass yields â = a + κ·P_old m directly, and with κ = k
+
+    P_newᵀ â = g̃ + k·m̃,        e_new + k·P_new m_new = â − P_new (P_newᵀ â − k·m_new)
+
+so g̃ comes from ĝ = P_newᵀ â as ĝ − k·m̃ (r×n), the next folded buffer is one update of inner
+dimension r, and the subspace iteration above runs on â with c1 − c2·k in place of c1. A step
+whose κ differs from its k (β1 changed, or a buffer saved unfolded with κ = 0) first adds
+(k − κ)·P_old m. The quantized buffers stay unfolded: k·P m is several times larger than e and
+would take their codes' range. The rounding the fold adds is that of numbers about k times as
+large as e, in the error buffer's float32 or float64.
+
+Cost per step (t ≥ 1), m×n×r products: aᵀP_old, aZ, P_newᵀa and the weight update, plus the error
+update (inner dimension r folded, 2r unfolded): 10·m·n·r flops with the dense buffer, 12·m·n·r with
+a quantized one, 8·m·n·r without error feedback; full-size memory traffic: three reads of a, one
+read-write of e (when kept) and one of W. The QR (m×r) is torch's Householder QR on one thread
+(`householder_q`); products are in the work dtype (float32 or float64): the three with the full
+matrix a and r columns (`thin_product`), the two full-size updates and the small C·m and (C∘C)·v̂
+(`add_product`, `rank_product`) on randla's blocked CPU kernels where they apply (CPU, large
+enough, inner dimension ≤ 288), the rest torch.mm/addmm_. The r×n moment arithmetic runs in two
+Numba loops on CPU (`_ldadam_kernels`), as torch operations elsewhere.
 """
 
 from __future__ import annotations
@@ -140,14 +154,20 @@ def ldadam_matrix_step(
     lr: float,
     weight_decay: float,
     keep_error: bool,
+    error_fold: torch.Tensor | None = None,
     rng: list[int] | None,
 ) -> None:
     """One LDAdam step in place on an m×n work matrix (left projection).
 
-    weight: W (m×n), updated in place. residual: a = g + e on entry; when `keep_error`, the new
-    error e = a − P_new g̃ + k·(P_old m − P_new m̃) on exit (else it is only read). basis P (m×r),
-    exp_avg m and exp_avg_sq v (r×n) and the int64 `step` are updated in place. All tensors share
-    one dtype (float32 or float64).
+    weight: W (m×n), updated in place. basis P (m×r), exp_avg m and exp_avg_sq v (r×n) and the
+    int64 `step` are updated in place. All tensors but `error_fold` share one dtype (float32 or
+    float64). `residual` and the error buffer, three ways:
+
+    - keep_error=False: residual = a = g + e, only read;
+    - keep_error=True, error_fold None: residual = a on entry, the new error
+      e = a − P_new g̃ + k·(P_old m − P_new m̃) on exit;
+    - keep_error=True, error_fold κ (a float64 scalar tensor): the folded buffer (module
+      docstring), residual = a + κ·P_old m on entry, e + k·P_new m_new on exit, κ ← k.
 
     The result is invariant to the column signs of P (P → P D, D = diag(±1)): g̃, m̃ and m flip
     rows with D, C = P_newᵀP_old becomes D_new C D_old so C∘C and (C m̂)² are unchanged, and every
@@ -155,21 +175,29 @@ def ldadam_matrix_step(
     and QR never matter.
     """
     t = int(step)
+    k = beta1 / (1.0 - beta1)
+    fold = 0.0
+    if error_fold is not None:
+        fold = k
+        held = float(error_fold)
+        if t > 0 and held != k:  # β1 changed, or a buffer saved unfolded: fold it with this k
+            add_product(residual, basis, exp_avg, alpha=k - held)
     if t == 0:
         new_basis = initial_basis(residual, basis.shape[1], rng=rng)
     else:
         bias1 = 1.0 - beta1**t
-        new_basis = warm_subspace_iteration(residual, basis, exp_avg, c1=rho / bias1, c2=1.0 - rho)
-    projected = thin_product(residual, new_basis, transpose_a=True).t()
+        new_basis = warm_subspace_iteration(
+            residual, basis, exp_avg, c1=rho / bias1 - (1.0 - rho) * fold, c2=1.0 - rho
+        )
+    projected = thin_product(residual, new_basis, transpose_a=True).t()  # g̃ + κ·m̃
 
     if t > 0:
         change = torch.mm(new_basis.t(), basis)
         moved_avg = rank_product(change, exp_avg)
-    if keep_error:
+    if keep_error and error_fold is None:
         if t == 0:
             add_product(residual, new_basis, projected, alpha=-1.0)
         else:
-            k = beta1 / (1.0 - beta1)
             both_bases = torch.cat((basis, new_basis), dim=1)
             rank = basis.shape[1]
             both_moments = exp_avg.new_empty(2 * rank, exp_avg.shape[1])
@@ -194,8 +222,9 @@ def ldadam_matrix_step(
     step += 1
     bias1_next = 1.0 - beta1 ** (t + 1)
     bias2_next = 1.0 - beta2 ** (t + 1)
+    direction = torch.empty_like(exp_avg)
+    feedback = torch.empty_like(exp_avg) if error_fold is not None else None
     if fused:
-        direction = torch.empty_like(exp_avg)
         _kernels.moments_and_direction(
             array_view(exp_avg),
             array_view(exp_avg_sq),
@@ -207,15 +236,23 @@ def ldadam_matrix_step(
             (typed(beta1), typed(1.0 - beta1), typed(beta2), typed(1.0 - beta2)),
             typed(1.0 / bias2_next),
             typed(eps),
+            typed(fold),
             array_view(direction),
+            None if feedback is None else array_view(feedback),
         )
     else:
         if t > 0:
             exp_avg_sq.addcmul_(moved_avg, moved_avg, value=1.0 / bias1**2).mul_(bias2).abs_()
             exp_avg.copy_(moved_avg)
-        exp_avg.mul_(beta1).add_(projected, alpha=1.0 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(projected, projected, value=1.0 - beta2)
-        direction = torch.div(exp_avg_sq, bias2_next).sqrt_().add_(eps)
+        gradient = projected.sub(exp_avg, alpha=fold) if fold else projected
+        exp_avg.mul_(beta1).add_(gradient, alpha=1.0 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(gradient, gradient, value=1.0 - beta2)
+        torch.div(exp_avg_sq, bias2_next, out=direction).sqrt_().add_(eps)
         torch.div(exp_avg, direction, out=direction)
+        if feedback is not None:
+            torch.mul(exp_avg, fold, out=feedback).sub_(projected)
+    if feedback is not None:
+        add_product(residual, new_basis, feedback)
+        error_fold.fill_(fold)
     add_product(weight, new_basis, direction, beta=1.0 - lr * weight_decay, alpha=-lr / bias1_next)
     basis.copy_(new_basis)

@@ -11,8 +11,11 @@ path (`_dense`) with the same betas, eps and weight decay.
 
 State of a low-rank m×n parameter projected on its side of size d (the other side s), rank r:
 basis P (d×r), moments m and v (r×s), step (int64), side ("left"/"right"), and the error buffer:
-"dense": e (m×n) in the work dtype (parameter dtype for float32/float64, float32 for bf16/fp16);
-"q4"/"q8": compress.Quantized codes (uint8) with bf16 bounds per bucket of 64; "none": nothing.
+"dense": "error" (m×n) in the work dtype (parameter dtype for float32/float64, float32 for
+bf16/fp16), folded: it holds e + κ·P·m in the parameter's orientation (P·m is transposed for
+side "right"), κ = "error_fold" (a float64 scalar, β1/(1−β1) after every step; see
+`_ldadam_step`); "q4"/"q8": compress.Quantized codes (uint8) of e with bf16 bounds per bucket of
+64; "none": nothing.
 The work dtype of P, m and v is float64 for float64 parameters and float32 otherwise.
 """
 
@@ -61,7 +64,10 @@ def _error_state(mode: str, rows: int, cols: int, dtype: torch.dtype, device) ->
     if mode == "none":
         return {}
     if mode == "dense":
-        return {"error": torch.zeros(rows, cols, dtype=dtype, device=device)}
+        return {
+            "error": torch.zeros(rows, cols, dtype=dtype, device=device),
+            "error_fold": torch.zeros((), dtype=torch.float64, device=device),
+        }
     length = rows * cols
     bits = QUANT_BITS[mode]
     buckets = -(-length // QUANT_BUCKET)
@@ -90,8 +96,8 @@ def _quantized_feedback(state: dict, mode: str, length: int):
 class LDAdam(SmallStateOptimizer):
     """LDAdam (ALGORITHMS.md §3.2) with the dense AdamW path for small and 1-D parameters.
 
-    Per step and low-rank m×n parameter (rank r, projecting the m side): 12·m·n·r flops, one
-    m×r QR, and full-size traffic of three reads of g + e plus read-writes of e and W. State:
+    Per step and low-rank m×n parameter (rank r, projecting the m side): 10·m·n·r flops with
+    the dense error buffer (12 quantized, 8 without), one m×r QR, and full-size traffic of three reads of g + e plus read-writes of e and W. State:
     (m + 2n)·r numbers plus the error store (4 B/param "dense" float32, ≈0.56 "q4", ≈1.06 "q8",
     0 "none"). Options (all per group, validated): lr, betas, eps, weight_decay (decoupled),
     rank, rho (None = β1 at each step), error_feedback ("dense" | "q4" | "q8" | "none"), side
@@ -174,6 +180,13 @@ class LDAdam(SmallStateOptimizer):
                 f"got {loaded['side']!r}"
             )
 
+    def _upgrade_loaded_state(self, loaded: dict) -> dict:
+        """A dense error buffer saved before it was folded (no "error_fold") holds e itself:
+        κ = 0, and the next step folds it."""
+        if "error" in loaded and "error_fold" not in loaded:
+            return {**loaded, "error_fold": torch.zeros((), dtype=torch.float64)}
+        return loaded
+
     def _path(self, state: dict) -> str:
         if "basis" not in state:
             return "dense"
@@ -218,6 +231,7 @@ class LDAdam(SmallStateOptimizer):
             lr=lr,
             weight_decay=float(group["weight_decay"]),
             keep_error=mode != "none",
+            error_fold=state["error_fold"] if mode == "dense" else None,
             rng=[int(group["seed"]), self._param_key(param, group)] if first else None,
         )
         if mode in QUANT_BITS:

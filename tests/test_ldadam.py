@@ -119,7 +119,7 @@ def test_describe_reports_the_path_of_each_parameter():
 @pytest.mark.parametrize(
     "mode, keys",
     [
-        ("dense", {"error"}),
+        ("dense", {"error", "error_fold"}),
         ("q4", {"error_codes", "error_lo", "error_hi"}),
         ("q8", {"error_codes", "error_lo", "error_hi"}),
         ("none", set()),
@@ -139,7 +139,7 @@ def test_state_layout_and_bytes_on_the_meta_device(mode, keys, dtype):
     assert all(v.device.type == "meta" for v in state.values() if torch.is_tensor(v))
     extra = sum(state[k].numel() * state[k].element_size() for k in keys) / (rows * cols)
     expected = {
-        "dense": torch.finfo(work).bits / 8,
+        "dense": torch.finfo(work).bits / 8 + 8 / (rows * cols),  # e and the float64 fold
         "q4": 0.5 + 4 / 64,
         "q8": 1.0 + 4 / 64,
         "none": 0.0,
@@ -153,6 +153,12 @@ def work_orientation(state, tensor):
     return tensor.t() if state["side"] == "right" else tensor
 
 
+def unfolded_error(state):
+    """e in the work orientation from the dense buffer, which holds e + κ·P·m."""
+    folded = work_orientation(state, state["error"])
+    return folded - float(state["error_fold"]) * state["basis"] @ state["exp_avg"]
+
+
 @pytest.mark.parametrize("shape", [(40, 70), (70, 40)])
 def test_orthonormal_basis_nonnegative_v_and_error_feedback_identity(shape):
     """P_new m_new + (1−β1) e_new = β1 P_old m_old + (1−β1)(g + e_old) at every step."""
@@ -162,20 +168,75 @@ def test_orthonormal_basis_nonnegative_v_and_error_feedback_identity(shape):
         param.grad = grad
         state = opt.state[param]
         if step:
-            before = {k: state[k].clone() for k in ("basis", "exp_avg", "error")}
+            before = {k: state[k].clone() for k in ("basis", "exp_avg")}
+            before["error"] = unfolded_error(state)
         opt.step()
         state = opt.state[param]
         basis = state["basis"]
         eye = torch.eye(basis.shape[1], dtype=basis.dtype)
         assert torch.linalg.matrix_norm(basis.t() @ basis - eye) < 1e-12
         assert (state["exp_avg_sq"] >= 0).all()
-        left = basis @ state["exp_avg"] + (1 - BETA1) * work_orientation(state, state["error"])
+        left = basis @ state["exp_avg"] + (1 - BETA1) * unfolded_error(state)
         if step:
             old = before["basis"] @ before["exp_avg"]
-            right = BETA1 * old + (1 - BETA1) * work_orientation(state, grad + before["error"])
+            right = BETA1 * old + (1 - BETA1) * (work_orientation(state, grad) + before["error"])
         else:
             right = (1 - BETA1) * work_orientation(state, grad)
         assert torch.linalg.matrix_norm(left - right) <= 1e-10 * torch.linalg.matrix_norm(right)
+
+
+def test_a_change_of_beta1_refolds_the_error_buffer():
+    """The dense buffer holds e + κ·P·m with κ = β1/(1−β1) of the step that wrote it; after β1
+    changes, the identity above holds with the new β1 and κ follows it."""
+    shape = (40, 70)
+    param = matrix_param(*shape)
+    opt = LDAdam([param], lr=1e-2, rank=6)
+    for step, grad in enumerate(gradients(shape, 12)):
+        beta1 = BETA1 if step < 6 else 0.8
+        opt.param_groups[0]["betas"] = (beta1, BETA2)
+        param.grad = grad
+        state = opt.state[param]
+        if step:
+            old = state["basis"] @ state["exp_avg"]
+            error = unfolded_error(state)
+        opt.step()
+        assert float(state["error_fold"]) == beta1 / (1 - beta1)
+        if step:
+            left = state["basis"] @ state["exp_avg"] + (1 - beta1) * unfolded_error(state)
+            right = beta1 * old + (1 - beta1) * (grad + error)
+            assert torch.linalg.matrix_norm(left - right) <= 1e-10 * torch.linalg.matrix_norm(right)
+
+
+@pytest.mark.parametrize("shape", [(40, 70), (70, 40)])
+def test_a_checkpoint_with_an_unfolded_error_buffer_resumes_the_same_run(shape):
+    """A state saved before the buffer was folded (e itself, no "error_fold") loads as κ = 0 and
+    continues the run the folded state continues."""
+    param = matrix_param(*shape)
+    grads = gradients(shape, 10)
+    opt = LDAdam([param], lr=1e-2, rank=6)
+    for grad in grads[:5]:
+        param.grad = grad
+        opt.step()
+    saved = opt.state_dict()
+    unfolded = {**saved, "state": {}}
+    for pid, state in saved["state"].items():
+        error = unfolded_error(state)
+        state = {k: v for k, v in state.items() if k != "error_fold"}
+        unfolded["state"][pid] = {**state, "error": work_orientation(state, error).clone()}
+    start = param.detach().clone()
+    finals = []
+    for checkpoint in (saved, unfolded):
+        with torch.no_grad():
+            param.copy_(start)
+        resumed = LDAdam([param], lr=1e-2, rank=6)
+        resumed.load_state_dict(checkpoint)
+        for grad in grads[5:]:
+            param.grad = grad
+            resumed.step()
+        finals.append(param.detach().clone())
+    assert torch.linalg.matrix_norm(finals[0] - finals[1]) <= 1e-12 * torch.linalg.matrix_norm(
+        finals[0]
+    )
 
 
 def test_full_rank_projection_is_lossless():
@@ -186,7 +247,7 @@ def test_full_rank_projection_is_lossless():
     for grad in gradients(shape, 20):
         param.grad = grad
         opt.step()
-        error = opt.state[param]["error"]
+        error = unfolded_error(opt.state[param])
         assert torch.linalg.matrix_norm(error) <= 1e-12 * torch.linalg.matrix_norm(grad)
 
 
@@ -280,7 +341,7 @@ def test_matches_a_float64_transcription_of_the_algorithm(
         assert torch.linalg.matrix_norm(ours - theirs) <= 1e-9 * scale
 
     close(flip(param.detach()), weight)
-    close(flip(state["error"]), e)
+    close(unfolded_error(state), e)
     close(state["basis"] @ state["basis"].t(), basis @ basis.t())
     close(state["basis"] @ state["exp_avg"], basis @ m)
     close(state["exp_avg_sq"], v)
