@@ -97,12 +97,13 @@ class LDAdam(SmallStateOptimizer):
     """LDAdam (ALGORITHMS.md §3.2) with the dense AdamW path for small and 1-D parameters.
 
     Per step and low-rank m×n parameter (rank r, projecting the m side): 10·m·n·r flops with
-    the dense error buffer (12 quantized, 8 without), one m×r QR, and full-size traffic of three reads of g + e plus read-writes of e and W. State:
-    (m + 2n)·r numbers plus the error store (4 B/param "dense" float32, ≈0.56 "q4", ≈1.06 "q8",
-    0 "none"). Options (all per group, validated): lr, betas, eps, weight_decay (decoupled),
-    rank, rho (None = β1 at each step), error_feedback ("dense" | "q4" | "q8" | "none"), side
-    ("auto" | "left" | "right"), min_dim (None = max(2·rank, 32)), compressed (None | True |
-    False), maximize, nonfinite ("raise" | "skip"), seed (rsvd draws for large first bases).
+    the dense error buffer (12 quantized, 8 without), one m×r QR, and full-size traffic of three
+    reads of g + e plus read-writes of e and W. State: (m + 2n)·r numbers plus the error store
+    (4 B/param "dense" float32, ≈0.56 "q4", ≈1.06 "q8", 0 "none"). Options (all per group,
+    validated): lr, betas, eps, weight_decay (decoupled), rank, rho (None = β1 at each step),
+    error_feedback ("dense" | "q4" | "q8" | "none"), side ("auto" | "left" | "right"), min_dim
+    (None = max(2·rank, 32)), compressed (None | True | False), maximize, nonfinite ("raise" |
+    "skip"), seed (rsvd draws for large first bases).
     """
 
     _layout_options = ("rank", "side", "compressed", "min_dim", "error_feedback")
