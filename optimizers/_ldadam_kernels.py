@@ -34,7 +34,18 @@ def centered_second_moment(v, m, inv_c2, inv_c1_squared):
 
 @njit(parallel=True, cache=True)
 def moments_and_direction(
-    m, v, moved, g, transferred, inv_c1_squared, c2, betas, inv_c2_next, eps, fold, direction,
+    m,
+    v,
+    moved,
+    g,
+    transferred,
+    inv_c1_squared,
+    c2,
+    betas,
+    inv_c2_next,
+    eps,
+    fold,
+    direction,
     feedback,
 ):
     """The moments after the transfer and this step's Adam direction, in place (all r×n).
