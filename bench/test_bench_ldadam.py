@@ -13,8 +13,9 @@ by a full SVD only every `update_proj_gap` = 200 steps: "galore" times the 199 o
 The reference keeps its error in p.grad, so its gradients drift across rounds (timing only).
 
 extra_info: state bytes per parameter, the step's ratio to fused AdamW measured in the same run,
-and for LDAdam the floor = the step's matrix-product flops (12·m·n·r per low-rank matrix) at the
-measured GEMM rate, and the ratio of the median step to it.
+and for LDAdam the floor = the step's matrix-product flops (per low-rank matrix 10·m·n·r with the
+dense error buffer, 12 with a quantized one, 8 without) at the measured GEMM rate, and the ratio
+of the median step to it.
 
 `test_ldadam_against_reference_alternating` gives the ratio to the reference a second way: the
 two optimizers step in turn, each on its own copy of the parameters, so both medians come from
@@ -81,9 +82,20 @@ def timed_step(benchmark, name: str, opt, params, *, group_median: str | None = 
     return seconds
 
 
+PRODUCT_FLOPS = {"dense": 10.0, "q4": 12.0, "q8": 12.0, "none": 8.0}
+"""Matrix-product flops of an LDAdam step (t ≥ 1) per m·n·r, by error feedback mode: the three
+thin products and the weight update, plus the error update (inner dimension r for the folded
+dense buffer, 2r for a quantized one; see optimizers/_ldadam_step.py)."""
+
+
 def lowrank_flops(opt: LDAdam) -> float:
-    """Matrix-product flops of one LDAdam step (t ≥ 1): 12·m·n·r per low-rank matrix."""
-    return sum(12.0 * p.numel() * s["basis"].shape[1] for p, s in opt.state.items() if "basis" in s)
+    """Matrix-product flops of one LDAdam step (t ≥ 1), summed over its low-rank matrices."""
+    return sum(
+        PRODUCT_FLOPS[group["error_feedback"]] * p.numel() * opt.state[p]["basis"].shape[1]
+        for group in opt.param_groups
+        for p in group["params"]
+        if "basis" in opt.state.get(p, {})
+    )
 
 
 @pytest.mark.benchmark(group="ldadam-step")
