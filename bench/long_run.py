@@ -68,9 +68,13 @@ def error_feedback(
         )
         return torch.from_numpy(compress.dequantize(q))
     error = state.get("error")
-    if torch.is_tensor(error) and error.is_floating_point():
-        return error.float()
-    return None
+    if not (torch.is_tensor(error) and error.is_floating_point()):
+        return None
+    if "error_fold" in state:  # LDAdam's folded buffer holds e + κ·P·m (P·m transposed: "right")
+        folded = state["basis"] @ state["exp_avg"]
+        folded = folded.t() if state["side"] == "right" else folded
+        error = error - float(state["error_fold"]) * folded.reshape(error.shape)
+    return error.float()
 
 
 def measure(opt: torch.optim.Optimizer) -> tuple[float, float, dict[str, float], bool]:
@@ -85,7 +89,9 @@ def measure(opt: torch.optim.Optimizer) -> tuple[float, float, dict[str, float],
                 error_sq += error.double().pow(2).sum().item()
                 bad |= not bool(torch.isfinite(error).all())
             for key, value in state.items():
-                if torch.is_tensor(value) and value.is_floating_point():
+                if key == "error" and error is not None:
+                    value = error  # e itself (LDAdam's buffer holds e + κ·P·m)
+                if torch.is_tensor(value) and value.is_floating_point() and value.dim():
                     norms[key] = norms.get(key, 0.0) + value.double().pow(2).sum().item()
                     bad |= not bool(torch.isfinite(value).all())
             bad |= not bool(torch.isfinite(p).all())

@@ -174,6 +174,8 @@ def ldadam_matrix_step(
     product that leaves the subspace (P m, P g̃, P u) is unchanged. So the sign conventions of SVD
     and QR never matter.
     """
+    if error_fold is not None and not keep_error:
+        raise ValueError("error_fold needs keep_error=True (a folded buffer is rewritten)")
     t = int(step)
     k = beta1 / (1.0 - beta1)
     fold = 0.0
@@ -189,7 +191,8 @@ def ldadam_matrix_step(
         new_basis = warm_subspace_iteration(
             residual, basis, exp_avg, c1=rho / bias1 - (1.0 - rho) * fold, c2=1.0 - rho
         )
-    projected = thin_product(residual, new_basis, transpose_a=True).t()  # g̃ + κ·m̃
+    # g̃ + κ·m̃ (r×n), row-major for the moment loops (the register tile writes it n×r)
+    projected = thin_product(residual, new_basis, transpose_a=True).t().contiguous()
 
     if t > 0:
         change = torch.mm(new_basis.t(), basis)

@@ -1,7 +1,7 @@
 """Products of a large CPU matrix with thin factors for the optimizers, on randla's kernels.
 
 `thin_product` (op(A)·B for B of few columns) and `add_product` (a rank-K update of a large
-matrix) take torch tensors and run randla's register-blocked Numba kernels (`randla/_thin.py`)
+matrix) take torch tensors and run randla's Numba kernels (`randla/_tiles.py`, `randla/_thin.py`)
 on zero-copy views where they pay, torch.mm/addmm_ elsewhere (GPU tensors, small matrices).
 """
 
@@ -24,14 +24,14 @@ limit of 32768."""
 def thin_product(a: torch.Tensor, b: torch.Tensor, *, transpose_a: bool = False) -> torch.Tensor:
     """op(a)·b for a large matrix a and a block b of few columns (both float32 or float64).
 
-    On CPU, for a of at least MIN_THIN_ELEMENTS entries, it runs randla's register-blocked
-    kernels on zero-copy views (`randla/_thin.py`: up to 288 columns 1.5-3x faster than
-    MKL's sgemm on the development machine, which runs these shapes far below its square-matrix
-    rate); elsewhere torch.mm. The result is a new tensor.
+    On CPU, for a of at least MIN_THIN_ELEMENTS entries, it runs randla's kernels on zero-copy
+    views (`randla/_tiles.py`, `randla/_thin.py`: up to 288 columns 1.5-3x faster than MKL's
+    sgemm on the development machine, which runs these shapes far below its square-matrix rate);
+    elsewhere torch.mm. The result is a new tensor, in either memory order.
     """
     if a.device.type != "cpu" or a.numel() < MIN_THIN_ELEMENTS:
         return torch.mm(a.t() if transpose_a else a, b)
-    product = _backend.matmul(array_view(a), array_view(b), transpose_a=transpose_a)
+    product = _backend.matmul(array_view(a), array_view(b), transpose_a=transpose_a, fortran=False)
     return torch.from_numpy(product)
 
 
@@ -46,10 +46,10 @@ def add_product(
     """target ← beta·target + alpha·left·right in place (a rank-K update, K = left's columns).
 
     On CPU, for a target of at least randla's THIN_MIN_ELEMENTS (32768) entries, it runs
-    randla's blocked rank-update kernel (`randla/_thin.py`, `rows_update`; 1.1-2.2x faster than
-    torch's addmm_ on the benchmark's shapes, see `randla._backend.add_product`, and from 32768
-    entries on already faster: 128×512 with K = 32, 37 against 57 µs), with alpha folded into
-    the small `right`; elsewhere addmm_.
+    randla's register-tiled kernel (`randla/_tiles.py`; faster than torch's addmm_ on the
+    benchmark's shapes, see `randla._backend.add_product`, as was the blocked loop it replaced
+    from 32768 entries on: 128×512 with K = 32, 37 against 57 µs), with alpha folded into the
+    small `right`; elsewhere addmm_.
     """
     if target.device.type == "cpu" and target.numel() >= _backend.THIN_MIN_ELEMENTS:
         scaled = right if alpha == 1.0 else right * alpha

@@ -173,12 +173,19 @@ class LDAdam(SmallStateOptimizer):
         }
 
     def _check_loaded_values(self, param: torch.Tensor, group: dict, loaded: dict) -> None:
-        """Refuse a projection side other than the one this parameter's layout takes."""
+        """Refuse a projection side other than the one this parameter's layout takes, and an
+        error fold κ that is negative or not finite (the next step would add (k − κ)·P·m)."""
         layout = lowrank_layout(tuple(param.shape), group)
         if layout is not None and loaded["side"] != layout[0]:
             raise ValueError(
                 f"state 'side' of {self._param_name(param)} must be {layout[0]!r}, "
                 f"got {loaded['side']!r}"
+            )
+        fold = loaded.get("error_fold")
+        if fold is not None and not 0.0 <= float(fold) < math.inf:
+            raise ValueError(
+                f"state 'error_fold' of {self._param_name(param)} must be finite and >= 0, "
+                f"got {float(fold)}"
             )
 
     def _upgrade_loaded_state(self, loaded: dict) -> dict:

@@ -22,10 +22,8 @@ the blocking before), with 261 columns 6.5 against 11.6 ms. Both still won at 38
 the column limits of `_backend.matmul` (288). On an Intel CPU MKL may do better; the limits are
 this machine's.
 
-A third kernel, `rows_update`, is the rank-K update c ← β·c + L·R of a large C-ordered c with
-L (m×K) and R (K×n, C-ordered, not transposed): each thread owns blocks of four rows of c and
-adds eight scaled rows of R into them per pass (`_backend.add_product`; 1.1-2.2x faster than
-torch's addmm_ on 768×3072, 3072×768 and 768×768 targets for K from 16 to 128).
+Column counts that are a multiple of the vector length go to the register tile of `_tiles`
+instead (faster at 64 columns; see `_backend._thin_matmul`), and so do all rank-K updates.
 """
 
 import numpy as np
@@ -174,82 +172,3 @@ def rows_axpy(a, y_t, out_t, workers):
             for w in range(1, workers):
                 total += partial[w, k, j]
             out_t[k, j] = total
-
-
-@njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
-def rows_update(c, left, right, beta):
-    """c (m×n) ← beta·c + left·right for left (m×K, any strides), right (K×n); c and right
-    C-ordered; beta = 0 overwrites c (whatever it held). Each thread owns blocks of four rows of
-    c and adds eight scaled rows of `right` into each per pass."""
-    m, n = c.shape
-    depth = right.shape[0]
-    zero = c.dtype.type(0.0)
-    for block in prange((m + 3) // 4):
-        i = 4 * block
-        if i + 4 > m:  # the last rows, one at a time
-            for row in range(i, m):
-                _update_one_row(c[row], left[row], right, beta)
-            continue
-        t0, t1, t2, t3 = c[i], c[i + 1], c[i + 2], c[i + 3]
-        if beta == zero:
-            for j in range(n):
-                t0[j] = t1[j] = t2[j] = t3[j] = zero
-        elif beta != 1.0:
-            for j in range(n):
-                t0[j] *= beta
-                t1[j] *= beta
-                t2[j] *= beta
-                t3[j] *= beta
-        w0, w1, w2, w3 = left[i], left[i + 1], left[i + 2], left[i + 3]
-        k = 0
-        while k + 8 <= depth:
-            s0, s1, s2, s3 = right[k], right[k + 1], right[k + 2], right[k + 3]
-            s4, s5, s6, s7 = right[k + 4], right[k + 5], right[k + 6], right[k + 7]
-            # the 32 weights as named scalars (see `rows_axpy`)
-            a0, a1, a2, a3 = w0[k], w0[k + 1], w0[k + 2], w0[k + 3]
-            a4, a5, a6, a7 = w0[k + 4], w0[k + 5], w0[k + 6], w0[k + 7]
-            b0, b1, b2, b3 = w1[k], w1[k + 1], w1[k + 2], w1[k + 3]
-            b4, b5, b6, b7 = w1[k + 4], w1[k + 5], w1[k + 6], w1[k + 7]
-            c0, c1, c2, c3 = w2[k], w2[k + 1], w2[k + 2], w2[k + 3]
-            c4, c5, c6, c7 = w2[k + 4], w2[k + 5], w2[k + 6], w2[k + 7]
-            d0, d1, d2, d3 = w3[k], w3[k + 1], w3[k + 2], w3[k + 3]
-            d4, d5, d6, d7 = w3[k + 4], w3[k + 5], w3[k + 6], w3[k + 7]
-            for j in range(n):
-                u0, u1, u2, u3 = s0[j], s1[j], s2[j], s3[j]
-                u4, u5, u6, u7 = s4[j], s5[j], s6[j], s7[j]
-                t0[j] += ((u0 * a0 + u1 * a1) + (u2 * a2 + u3 * a3)) + (
-                    (u4 * a4 + u5 * a5) + (u6 * a6 + u7 * a7)
-                )
-                t1[j] += ((u0 * b0 + u1 * b1) + (u2 * b2 + u3 * b3)) + (
-                    (u4 * b4 + u5 * b5) + (u6 * b6 + u7 * b7)
-                )
-                t2[j] += ((u0 * c0 + u1 * c1) + (u2 * c2 + u3 * c3)) + (
-                    (u4 * c4 + u5 * c5) + (u6 * c6 + u7 * c7)
-                )
-                t3[j] += ((u0 * d0 + u1 * d1) + (u2 * d2 + u3 * d3)) + (
-                    (u4 * d4 + u5 * d5) + (u6 * d6 + u7 * d7)
-                )
-            k += 8
-        for inner in range(k, depth):  # the last rows of `right`, one at a time
-            s = right[inner]
-            a0, b0, c0, d0 = w0[inner], w1[inner], w2[inner], w3[inner]
-            for j in range(n):
-                u = s[j]
-                t0[j] += u * a0
-                t1[j] += u * b0
-                t2[j] += u * c0
-                t3[j] += u * d0
-
-
-@njit(fastmath={"reassoc", "contract"}, cache=True)
-def _update_one_row(target, weights, right, beta):
-    if beta == 0.0:
-        target[:] = 0.0
-    elif beta != 1.0:
-        for j in range(target.size):
-            target[j] *= beta
-    for k in range(right.shape[0]):
-        weight = weights[k]
-        source = right[k]
-        for j in range(target.size):
-            target[j] += weight * source[j]

@@ -9,7 +9,7 @@ from threadpoolctl import threadpool_info
 
 import randla
 from optimizers import Adapprox
-from randla import _backend
+from randla import _backend, _tiles
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -31,6 +31,12 @@ from randla import _backend
         (520, 410, 300),  # above both column limits: torch.mm
         (260, 310, 7),  # 4-column blocks of Aᵀ·Y with 3 columns left over
         (300, 260, 66),  # ... with 2 left over
+        (301, 257, 16),  # whole vectors: the register tile (`_tiles`) for Aᵀ·Y, and in float64
+        (263, 300, 32),  # for A·X too; rows left over from the tile's blocks
+        (515, 300, 48),
+        (300, 515, 64),
+        (203, 150, 128),
+        (257, 260, 24),  # float64: three vectors of 8
     ],
 )
 def test_products_match_float64(dtype, order, transpose_a, m, n, columns):
@@ -77,10 +83,12 @@ def test_lapack_runs_on_one_blas_thread_and_the_limit_is_restored(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("beta", [0.0, 1.0, 0.75])
-@pytest.mark.parametrize(("m", "n", "depth"), [(203, 170, 21), (256, 300, 8), (301, 129, 3)])
+@pytest.mark.parametrize(
+    ("m", "n", "depth"), [(203, 170, 21), (256, 300, 8), (301, 129, 3), (768, 64, 64)]
+)
 def test_rank_update_matches_float64(dtype, order, beta, m, n, depth):
-    """`add_product`: c ← beta·c + left·right on the blocked kernel, for both orders of c, row
-    and inner-dimension remainders; beta = 0 overwrites c even where it held NaN."""
+    """`add_product`: c ← beta·c + left·right on the register tile, for both orders of c, with
+    rows and columns left over from its blocks; beta = 0 overwrites c even where it held NaN."""
     rng = np.random.default_rng(m + n + depth)
     start = rng.standard_normal((m, n))
     left = rng.standard_normal((m, depth)).astype(dtype)
@@ -92,6 +100,29 @@ def test_rank_update_matches_float64(dtype, order, beta, m, n, depth):
     expected = beta * start + left.astype(np.float64) @ right.astype(np.float64)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(c, expected, rtol=0, atol=tolerance * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("vector_bytes", [64, 32])
+@pytest.mark.parametrize("columns", [8, 16, 40, 64, 100, 200])
+@pytest.mark.parametrize("transposed_left", [False, True])
+def test_every_tile_shape_matches_float64(dtype, vector_bytes, columns, transposed_left):
+    """`tiled_update` with each tile `tile_shape` picks, for AVX-512 (64-byte vectors) and for
+    32-byte vectors alike, whatever the host: full tiles, one-vector tiles, single rows, the
+    scalar last columns, and a left factor read through a transposed view (as Aᵀ·Y reads A)."""
+    rng = np.random.default_rng(columns + vector_bytes)
+    m, depth = 53, 37
+    left = rng.standard_normal((depth, m) if transposed_left else (m, depth)).astype(dtype)
+    left = left.T if transposed_left else left
+    right = rng.standard_normal((depth, columns)).astype(dtype)
+    start = rng.standard_normal((m, columns)).astype(dtype)
+    rows, vectors = _tiles.tile_shape(columns, np.dtype(dtype).itemsize, vector_bytes)
+    tokens = [_tiles.count_token(k) for k in (rows, vectors, vector_bytes // left.itemsize, 1)]
+    expected = 0.5 * start.astype(np.float64) + left.astype(np.float64) @ right
+    c = start.copy()
+    _tiles.tiled_update(c, left, right, c.dtype.type(0.5), *tokens)
+    tolerance = (1e-5 if dtype == np.float32 else 1e-13) * np.abs(expected).max()
+    np.testing.assert_allclose(c, expected, rtol=0, atol=tolerance)
 
 
 def test_rank_update_declines_what_the_kernel_does_not_take():
