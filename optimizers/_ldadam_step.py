@@ -35,9 +35,9 @@ a quantized one, 8·m·n·r without error feedback; full-size memory traffic: th
 read-write of e (when kept) and one of W. The QR (m×r) is torch's Householder QR on one thread
 (`householder_q`); products are in the work dtype (float32 or float64): the three with the full
 matrix a and r columns (`thin_product`), the two full-size updates and the small C·m and (C∘C)·v̂
-(`add_product`, `rank_product`) on randla's blocked CPU kernels where they apply (CPU, large
-enough, inner dimension ≤ 288), the rest torch.mm/addmm_. The r×n moment arithmetic runs in two
-Numba loops on CPU (`_ldadam_kernels`), as torch operations elsewhere.
+(`add_product`, `rank_product`) on randla's CPU kernels (`_tiles`, `_thin`) where they apply
+(CPU, large enough, inner dimension ≤ 288), the rest torch.mm/addmm_. The r×n moment arithmetic
+runs in two Numba loops on CPU (`_ldadam_kernels`), as torch operations elsewhere.
 """
 
 from __future__ import annotations

@@ -160,8 +160,8 @@ def lu_pl(y: Any) -> Any:
     return scipy.linalg.lu(y, permute_l=True, overwrite_a=True, check_finite=False)[0]
 
 
-#: Thin products (few columns in b) on CPU go to the Numba kernels of `_thin` instead of gemm:
-#: A·X-type products up to this many columns, Aᵀ·Y-type up to the second limit (see `_thin`).
+#: Thin products (few columns in b) on CPU go to the Numba kernels of `_tiles` and `_thin`
+#: instead of gemm: A·X-type products up to this many columns, Aᵀ·Y-type up to the second limit.
 #: Both kernels still beat torch.mm at 384 columns on the development machine; 288 covers rank
 #: 256 plus oversampling (Adapprox's default k_max).
 THIN_DOT_COLUMNS = 288
@@ -258,6 +258,12 @@ def matmul(
     near memory speed where gemm does not; every other product is torch.mm on zero-copy views,
     on torch's thread pool (`one_busy_pool` says why not OpenBLAS).
     """
+    rows, inner = a.shape[::-1] if transpose_a else a.shape
+    if inner != b.shape[0]:
+        raise ValueError(
+            f"matmul's inner dimensions differ: op(a) is {rows}×{inner}, "
+            f"b is {b.shape[0]}×{b.shape[1]}"
+        )
     if is_cupy(a):
         return namespace(a).matmul(a.T if transpose_a else a, b, out=out)
     if low is not None:
@@ -280,7 +286,8 @@ def add_product(c: np.ndarray, left: np.ndarray, right: np.ndarray, *, beta: flo
     """c ← beta·c + left·right in place for a large contiguous CPU matrix c (m×n) and a product
     of small inner dimension K (left m×K, right K×n), through `_tiles.tiled_update`; beta = 0
     overwrites c. Returns False, doing nothing, where the kernel does not apply (c too small or
-    not contiguous, K above THIN_DOT_COLUMNS, mixed dtypes): the caller then uses gemm.
+    not contiguous, K above THIN_DOT_COLUMNS, mixed dtypes, c overlapping left or right, a
+    target without FMA): the caller then uses gemm.
     Inconsistent shapes raise ValueError.
 
     A Fortran-ordered c is updated as cᵀ ← beta·cᵀ + rightᵀ·leftᵀ. The kernel is the register
@@ -294,11 +301,14 @@ def add_product(c: np.ndarray, left: np.ndarray, right: np.ndarray, *, beta: flo
             f"left {tuple(left.shape)}, right {tuple(right.shape)}"
         )
     if (
-        c.size < THIN_MIN_ELEMENTS
+        not _tiles.TILES_APPLY
+        or c.size < THIN_MIN_ELEMENTS
         or left.shape[1] > THIN_DOT_COLUMNS
         or c.dtype not in FLOAT_DTYPES
         or not (left.dtype == right.dtype == c.dtype)
         or not (c.flags.c_contiguous or c.flags.f_contiguous)
+        or np.may_share_memory(c, left)
+        or np.may_share_memory(c, right)
     ):
         return False
     if not c.flags.c_contiguous:
@@ -362,7 +372,7 @@ def _thin_matmul(a: Any, b: Any, transpose_a: bool, out: Any, fortran: bool) -> 
         return None
     rows = c_face.shape[0] if dot else c_face.shape[1]
     lanes = _tiles.VECTOR_BYTES // a.itemsize
-    if columns % lanes == 0 and columns >= (2 * lanes if dot else lanes):
+    if _tiles.TILES_APPLY and columns % lanes == 0 and columns >= (2 if dot else 1) * lanes:
         result = np.empty((rows, columns), dtype=a.dtype)
         _tiled(result, c_face if dot else c_face.T, np.ascontiguousarray(b), 0.0)
         if out is not None:

@@ -8,9 +8,10 @@ inner dimension: per step k it loads a few vectors of row k of R, broadcasts one
 row of the block, and issues rows·vectors fused multiply-adds, so loads are a small fraction of
 the arithmetic and C is read and written once. Numba has no vector type to write that in, so
 `_tile` is a Numba intrinsic that emits it as LLVM IR: `rows` × `vectors` accumulators of
-`lanes` elements (<lanes x float> / <lanes x double>), llvm.fma on each, loads of any alignment.
+`lanes` elements (<lanes x float> / <lanes x double>), llvm.fmuladd on each (one FMA where the
+target has them; `_backend` only uses the tile there, TILES_APPLY), loads of any alignment.
 
-`tiled_update(c, left, right, beta, rows, vectors, lanes)` runs it over c: row blocks in
+`tiled_update(c, left, right, beta, rows, vectors, lanes, one)` runs it over c: row blocks in
 parallel, each across c's columns in blocks of vectors·lanes, then one vector at a time, then the
 last columns (fewer than one vector) in a scalar loop; rows left over from the blocks take tiles
 of one row. c's rows and right's rows must be contiguous (unit stride along a row); left may have
@@ -23,28 +24,45 @@ any strides, so one kernel computes all three products the optimizers need:
 
 Measured on the development machine (float32, two threads, best of 15; tile 6 rows × 4 vectors
 of 16): the rank-64 update of a 768×768 / 768×3072 / 3072×768 matrix 0.16 / 0.75 / 0.65 ms
-against 0.32 / 1.49 / 1.25 ms with `_thin.rows_update` (about 470, 405, 470 against 235, 205,
-240 GFLOP/s); A·X and Aᵀ·Y with 64 columns 1.2-1.7x faster than `rows_dot` and `rows_axpy`.
+against 0.32 / 1.49 / 1.25 ms with the blocked loop it replaced (`_thin`'s former rows_update;
+about 470, 405, 470 against 235, 205, 240 GFLOP/s); A·X and Aᵀ·Y with 64 columns 1.2-1.7x
+faster than `rows_dot` and `rows_axpy`.
 
 `tile_shape` sizes the block to the register file: 24 accumulators of 64 bytes with AVX-512
 (32 vector registers), 12 of 32 bytes otherwise (16). `lanes` is an argument (not read from the
 host inside the kernel) so that Numba's cache, keyed by the argument types, never serves a kernel
 built for another vector width; the tests run the AVX2 shapes on an AVX-512 machine.
+Arguments are not checked beyond their types (one float dtype, 2-D): c must not overlap left or
+right (`_backend.add_product` declines such calls).
 """
 
 from __future__ import annotations
 
 import functools
 
-import llvmlite.binding
 import numba
+import numba.core.codegen
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-VECTOR_BYTES = 64 if llvmlite.binding.get_host_cpu_features().get("avx512f") else 32
+
+def _target_features() -> set[str]:
+    """The CPU features Numba compiles for (NUMBA_CPU_FEATURES, else the host's as Numba sees
+    them, AVX off with NUMBA_ENABLE_AVX=0)."""
+    features = numba.core.config.CPU_FEATURES
+    if features is None:
+        features = numba.core.codegen.get_host_cpu_features()
+    return {name[1:] for name in features.split(",") if name.startswith("+")}
+
+
+TILES_APPLY = "fma" in _target_features()
+"""Whether `_backend` uses the tile: only on a target with fused multiply-add (without it the
+kernel stays correct, llvm.fmuladd becoming a multiply and an add, but it no longer pays)."""
+
+VECTOR_BYTES = 64 if "avx512f" in _target_features() else 32
 """Bytes per vector of the micro-kernel: a zmm register with AVX-512, a ymm register otherwise."""
 
 ACCUMULATORS = 24 if VECTOR_BYTES == 64 else 12
@@ -83,19 +101,25 @@ def _tile(typingctx, c, left, right, i, j, beta, rows, vectors, lanes):
     """C[i:i+rows, j:j+vectors·lanes] ← β·C + L[i:i+rows, :]·R[:, j:j+vectors·lanes] (β = 0:
     C is not read), all in registers; rows, vectors and lanes are `count_token`s."""
     shape = (_counted(rows, "rows"), _counted(vectors, "vectors"), _counted(lanes, "lanes"))
+    for name, array in (("c", c), ("left", left), ("right", right)):
+        if not (isinstance(array, types.Array) and array.ndim == 2 and array.dtype == c.dtype):
+            raise numba.errors.TypingError(f"{name} must be a 2-D array of c's dtype, got {array}")
+    if c.dtype not in (types.float32, types.float64):
+        raise numba.errors.TypingError(f"c must be float32 or float64, got {c.dtype}")
     signature = types.void(c, left, right, i, j, beta, rows, vectors, lanes)
 
     def codegen(context, builder, sig, args):
         tile_rows, tile_vectors, tile_lanes = shape
         c_value, left_value, right_value, row0, column0, scale = args[:6]
+        scale = context.cast(builder, scale, sig.args[5], sig.args[0].dtype)
         element = context.get_value_type(sig.args[0].dtype)
         itemsize = context.get_abi_sizeof(element)
         vector = ir.VectorType(element, tile_lanes)
         index = context.get_value_type(types.intp)
-        fma = cgutils.get_or_insert_function(
+        multiply_add = cgutils.get_or_insert_function(
             builder.module,
             ir.FunctionType(vector, [vector, vector, vector]),
-            f"llvm.fma.v{tile_lanes}f{8 * itemsize}",
+            f"llvm.fmuladd.v{tile_lanes}f{8 * itemsize}",
         )
         c_array = context.make_array(sig.args[0])(context, builder, c_value)
         left_array = context.make_array(sig.args[1])(context, builder, left_value)
@@ -124,7 +148,7 @@ def _tile(typingctx, c, left, right, i, j, beta, rows, vectors, lanes):
             zeros = ir.Constant(ir.VectorType(ir.IntType(32), tile_lanes), [0] * tile_lanes)
             return builder.shuffle_vector(lane0, ir.Constant(vector, ir.Undefined), zeros)
 
-        keep = builder.fcmp_ordered("!=", scale, ir.Constant(element, 0.0))
+        keep = builder.fcmp_unordered("!=", scale, ir.Constant(element, 0.0))  # NaN: keep
         scale_vector = broadcast(scale)
         zero = ir.Constant(vector, [0.0] * tile_lanes)
         accumulators = []  # (stack slot, byte offset in C); mem2reg keeps them in registers
@@ -159,8 +183,8 @@ def _tile(typingctx, c, left, right, i, j, beta, rows, vectors, lanes):
                 weight = broadcast(builder.load(pointer, align=itemsize))
                 for v in range(tile_vectors):
                     slot = accumulators[r * tile_vectors + v][0]
-                    total = builder.call(fma, [weight, right_vectors[v], builder.load(slot)])
-                    builder.store(total, slot)
+                    operands = [weight, right_vectors[v], builder.load(slot)]
+                    builder.store(builder.call(multiply_add, operands), slot)
         for slot, offset in accumulators:
             builder.store(builder.load(slot), vector_at(c_bytes, offset), align=itemsize)
         return context.get_dummy_value()

@@ -2,6 +2,7 @@
 against a float64 product, for every layout, both dtypes, with and without `out`, on both sides
 of the column limits; and the one-thread OpenBLAS around randla's LAPACK calls."""
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -125,6 +126,38 @@ def test_every_tile_shape_matches_float64(dtype, vector_bytes, columns, transpos
     np.testing.assert_allclose(c, expected, rtol=0, atol=tolerance)
 
 
+def test_results_are_fortran_ordered_unless_any_order_is_asked():
+    """randla's callers hand matmul's results to LAPACK: Fortran order by default, from the
+    tile too; fortran=False takes the tile's C-ordered result as it is."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((400, 300)).astype(np.float32)
+    b = np.asfortranarray(rng.standard_normal((300, 64)).astype(np.float32))
+    assert _backend.matmul(a, b).flags.f_contiguous
+    assert _backend.matmul(a, np.asfortranarray(a[:, :64]), transpose_a=True).flags.f_contiguous
+    with pytest.raises(ValueError, match="inner dimensions"):
+        _backend.matmul(a.T, b)
+    loose = _backend.matmul(a, b, fortran=False)
+    np.testing.assert_allclose(loose, a @ b, rtol=1e-5, atol=1e-3)
+    assert loose.flags.c_contiguous or not _tiles.TILES_APPLY
+
+
+def test_a_nan_beta_reaches_every_column():
+    """beta = NaN is not beta = 0: the tiled columns and the scalar last columns both give NaN."""
+    c = np.ones((12, 37), np.float32)
+    tokens = [_tiles.count_token(k) for k in (6, 2, 16, 1)]
+    _tiles.tiled_update(
+        c, np.ones((12, 3), np.float32), np.ones((3, 37), np.float32), np.float32(np.nan), *tokens
+    )
+    assert np.isnan(c).all()
+
+
+def test_the_tile_refuses_mixed_dtypes():
+    tokens = [_tiles.count_token(k) for k in (6, 2, 16, 1)]
+    c = np.zeros((12, 32), np.float32)
+    with pytest.raises(numba.errors.TypingError, match="left must be a 2-D array of c's dtype"):
+        _tiles.tiled_update(c, np.ones((12, 3)), np.ones((3, 32), np.float32), 1.0, *tokens)
+
+
 def test_rank_update_declines_what_the_kernel_does_not_take():
     small = np.zeros((10, 10), np.float32)
     assert not _backend.add_product(
@@ -135,6 +168,10 @@ def test_rank_update_declines_what_the_kernel_does_not_take():
     strided = np.zeros((600, 600), np.float32)[::2, ::2]
     assert not _backend.add_product(
         strided, np.ones((300, 2), np.float32), np.ones((2, 300), np.float32), beta=1.0
+    )
+    overlapping = np.zeros((300, 300), np.float32)
+    assert not _backend.add_product(
+        overlapping, overlapping[:, :4], np.ones((4, 300), np.float32), beta=1.0
     )
     assert not big.any() and not strided.any()
 
