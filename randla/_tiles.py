@@ -58,21 +58,22 @@ def _target_features() -> set[str]:
     return {name[1:] for name in features.split(",") if name.startswith("+")}
 
 
-TILES_APPLY = "fma" in _target_features()
+_FEATURES = _target_features()
+
+TILES_APPLY = "fma" in _FEATURES
 """Whether `_backend` uses the tile: only on a target with fused multiply-add (without it the
 kernel stays correct, llvm.fmuladd becoming a multiply and an add, but it no longer pays)."""
 
-VECTOR_BYTES = 64 if "avx512f" in _target_features() else 32
+VECTOR_BYTES = 64 if "avx512f" in _FEATURES else 32
 """Bytes per vector of the micro-kernel: a zmm register with AVX-512, a ymm register otherwise."""
-
-ACCUMULATORS = 24 if VECTOR_BYTES == 64 else 12
-"""Accumulator vectors of one tile: with the vectors of R and the broadcast, within the 32 (16)
-registers and enough independent FMA chains to cover their latency."""
 
 
 def tile_shape(columns: int, itemsize: int, vector_bytes: int = VECTOR_BYTES) -> tuple[int, int]:
     """(rows, vectors) of the tile for a C with `columns` columns: as many vectors as the columns
-    fill (at most 4 with 64-byte vectors, 2 with 32-byte ones), rows filling the accumulators."""
+    fill (at most 4 with 64-byte vectors, 2 with 32-byte ones), rows filling the accumulators:
+    24 vectors with 64-byte vectors, 12 otherwise, which with the vectors of R and the broadcast
+    stay within the 32 (16) registers and give enough independent FMA chains to cover their
+    latency."""
     lanes = vector_bytes // itemsize
     accumulators = 24 if vector_bytes == 64 else 12
     vectors = max(1, min(4 if vector_bytes == 64 else 2, columns // lanes))
