@@ -254,9 +254,9 @@ def matmul(
     writes it with fortran=False.
 
     On CPU a large contiguous matrix times a thin block (see THIN_*_COLUMNS) runs the Numba
-    loops of `_tiles` (column counts a multiple of the vector length) or `_thin`, which stay
-    near memory speed where gemm does not; every other product is torch.mm on zero-copy views,
-    on torch's thread pool (`one_busy_pool` says why not OpenBLAS).
+    kernels of `_tiles` (Aᵀ·Y, and A·X with column counts a multiple of the vector length) or
+    `_thin`, which stay near memory speed where gemm does not; every other product is torch.mm
+    on zero-copy views, on torch's thread pool (`one_busy_pool` says why not OpenBLAS).
     """
     rows, inner = a.shape[::-1] if transpose_a else a.shape
     if inner != b.shape[0]:
@@ -319,20 +319,64 @@ def add_product(c: np.ndarray, left: np.ndarray, right: np.ndarray, *, beta: flo
     return True
 
 
-def _tiled(c: np.ndarray, left: np.ndarray, right: np.ndarray, beta: float) -> None:
-    """`_tiles.tiled_update` with the tile this machine's vectors and c's columns take."""
-    lanes = _tiles.VECTOR_BYTES // c.itemsize
+def _tiled(
+    c: np.ndarray, left: np.ndarray, right: np.ndarray, beta: float, *, max_rows: int = 24
+) -> None:
+    """`_tiles.tiled_update` with the tile this machine's vectors and c's columns take
+    (`tile_shape`), at most max_rows rows."""
     rows, vectors = _tiles.tile_shape(c.shape[1], c.itemsize)
     _tiles.tiled_update(
+        c, left, right, c.dtype.type(beta), *_tile_tokens(min(rows, max_rows), vectors, c)
+    )
+
+
+def _transposed_product(a: np.ndarray, y: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """Aᵀ·Y for a C-ordered A (K×N) and a thin Y (K×c), computed as the wide product (Yᵀ·A)ᵀ on
+    the register tile: A's rows are the tile's vectors and Yᵀ its broadcasts. A c that is not a
+    whole number of tile rows is padded with zero rows of Yᵀ (a last block of fewer rows would
+    load the same panel of A for fewer products). Into `out` (Fortran-ordered N×c) when given,
+    else a new Fortran-ordered result."""
+    columns = y.shape[1]
+    tile_rows = _tiles.wide_tile_shape()[0]
+    padded = -(-columns // tile_rows) * tile_rows
+    if padded == columns:
+        result = np.empty((columns, a.shape[1]), dtype=a.dtype) if out is None else out.T
+        _tiled_wide(result, y.T, a)
+        return result.T if out is None else out
+    left = np.zeros((padded, a.shape[0]), dtype=a.dtype)
+    left[:columns] = y.T
+    result = np.empty((padded, a.shape[1]), dtype=a.dtype)
+    _tiled_wide(result, left, a)
+    if out is None:
+        return result[:columns].T
+    out.T[...] = result[:columns]
+    return out
+
+
+def _tiled_wide(c: np.ndarray, left: np.ndarray, right: np.ndarray) -> None:
+    """c ← left·right on `_tiles.tiled_wide` for a c of few rows and many columns, with
+    `wide_tile_shape`: at least two items per thread, each of at most WIDE_ITEM_COLUMNS, the
+    inner dimension in passes of WIDE_PASS_DEPTH."""
+    rows, vectors = _tiles.wide_tile_shape()
+    width = vectors * _tiles.VECTOR_BYTES // c.itemsize
+    share = -(-c.shape[1] // (2 * numba.get_num_threads()))
+    most = max(width, _tiles.WIDE_ITEM_COLUMNS // width * width)
+    item_columns = min(max(width, -(-share // width) * width), most)
+    _tiles.tiled_wide(
         c,
         left,
         right,
-        c.dtype.type(beta),
-        _tiles.count_token(rows),
-        _tiles.count_token(vectors),
-        _tiles.count_token(lanes),
-        _tiles.count_token(1),
+        c.dtype.type(0.0),
+        *_tile_tokens(rows, vectors, c),
+        item_columns,
+        _tiles.WIDE_PASS_DEPTH,
     )
+
+
+def _tile_tokens(rows: int, vectors: int, c: np.ndarray) -> list[np.ndarray]:
+    """The count_tokens of a tile of rows × vectors for c's dtype: rows, vectors, lanes, one."""
+    lanes = _tiles.VECTOR_BYTES // c.itemsize
+    return [_tiles.count_token(count) for count in (rows, vectors, lanes, 1)]
 
 
 def _tensor_view(x: np.ndarray) -> Any:
@@ -352,11 +396,14 @@ def _thin_matmul(a: Any, b: Any, transpose_a: bool, out: Any, fortran: bool) -> 
     large, b thin, one float dtype, `out` (if given) Fortran-ordered. The big matrix is read as
     its C-ordered face (a, or a.T for a Fortran-ordered a), which decides between A·X and Aᵀ·Y.
 
-    The register tile (`_tiles`) takes column counts that are a multiple of the vector length,
-    at least two vectors for A·X; it writes a C-ordered result, copied into a Fortran-ordered
-    one when asked. On the development machine, float32, 64 columns: A·X 1.2-1.6x and Aᵀ·Y
-    1.3-1.6x faster than `_thin`'s loops on 768×768, 768×3072 and 3072×768; with 16 columns A·X
-    was up to 2x slower (24 rows of A streamed at once), hence the two-vector minimum."""
+    On the register tile (`_tiles`, FMA targets): Aᵀ·Y always, as the wide product (Yᵀ·A)ᵀ
+    (`_transposed_product`), whose result is Fortran-ordered as it comes; A·X when the column
+    count is a whole number of vectors, into a C-ordered result copied into a Fortran-ordered
+    one when asked. Elsewhere `_thin`'s loops. On the development machine, float32, matrix in
+    cache, Aᵀ·Y with 16 columns on 768×768, 768×3072 and 3072×768 ran 1.6-2.0x and with 74
+    columns 1.4-1.7x faster than before it was written as the wide product; A·X with 16 columns
+    0.85-1.2x the speed of `rows_dot` (the lower figures with the copy of a Fortran-ordered X
+    that the tile needs C-ordered)."""
     columns = b.shape[1]
     if (
         columns > THIN_DOT_COLUMNS
@@ -371,10 +418,11 @@ def _thin_matmul(a: Any, b: Any, transpose_a: bool, out: Any, fortran: bool) -> 
     if not dot and columns > THIN_AXPY_COLUMNS:
         return None
     rows = c_face.shape[0] if dot else c_face.shape[1]
-    lanes = _tiles.VECTOR_BYTES // a.itemsize
-    if _tiles.TILES_APPLY and columns % lanes == 0 and columns >= (2 if dot else 1) * lanes:
+    if _tiles.TILES_APPLY and not dot:
+        return _transposed_product(c_face, b, out)
+    if _tiles.TILES_APPLY and columns % (_tiles.VECTOR_BYTES // a.itemsize) == 0:
         result = np.empty((rows, columns), dtype=a.dtype)
-        _tiled(result, c_face if dot else c_face.T, np.ascontiguousarray(b), 0.0)
+        _tiled(result, c_face, np.ascontiguousarray(b), 0.0, max_rows=_tiles.DOT_TILE_ROWS)
         if out is not None:
             out[...] = result
             return out

@@ -103,25 +103,38 @@ def test_rank_update_matches_float64(dtype, order, beta, m, n, depth):
     np.testing.assert_allclose(c, expected, rtol=0, atol=tolerance * np.abs(expected).max())
 
 
+def _tokens(rows, vectors, lanes):
+    return [_tiles.count_token(k) for k in (rows, vectors, lanes, 1)]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("vector_bytes", [64, 32])
 @pytest.mark.parametrize("columns", [8, 16, 40, 64, 100, 200])
 @pytest.mark.parametrize("transposed_left", [False, True])
-def test_every_tile_shape_matches_float64(dtype, vector_bytes, columns, transposed_left):
-    """`tiled_update` with each tile `tile_shape` picks, for AVX-512 (64-byte vectors) and for
-    32-byte vectors alike, whatever the host: full tiles, one-vector tiles, single rows, the
-    scalar last columns, and a left factor read through a transposed view (as Aᵀ·Y reads A)."""
+@pytest.mark.parametrize("driver", ["tiled_update", "tiled_wide"])
+def test_every_tile_shape_matches_float64(dtype, vector_bytes, columns, transposed_left, driver):
+    """Both drivers with the tiles `tile_shape` and `wide_tile_shape` pick, for AVX-512
+    (64-byte vectors) and for 32-byte vectors alike, whatever the host: full tiles, one-vector
+    tiles, single rows, the scalar last columns, and a left factor read through a transposed
+    view (as Aᵀ·Y reads A); `tiled_wide` with items of a few columns and passes over the inner
+    dimension that do not divide it evenly."""
     rng = np.random.default_rng(columns + vector_bytes)
     m, depth = 53, 37
     left = rng.standard_normal((depth, m) if transposed_left else (m, depth)).astype(dtype)
     left = left.T if transposed_left else left
     right = rng.standard_normal((depth, columns)).astype(dtype)
     start = rng.standard_normal((m, columns)).astype(dtype)
-    rows, vectors = _tiles.tile_shape(columns, np.dtype(dtype).itemsize, vector_bytes)
-    tokens = [_tiles.count_token(k) for k in (rows, vectors, vector_bytes // left.itemsize, 1)]
+    lanes = vector_bytes // left.itemsize
+    if driver == "tiled_update":
+        rows, vectors = _tiles.tile_shape(columns, np.dtype(dtype).itemsize, vector_bytes)
+        split = ()
+    else:
+        rows, vectors = _tiles.wide_tile_shape(vector_bytes)
+        split = (2 * lanes, 10)  # columns per item, inner dimension per pass
     expected = 0.5 * start.astype(np.float64) + left.astype(np.float64) @ right
     c = start.copy()
-    _tiles.tiled_update(c, left, right, c.dtype.type(0.5), *tokens)
+    run = getattr(_tiles, driver)
+    run(c, left, right, c.dtype.type(0.5), *_tokens(rows, vectors, lanes), *split)
     tolerance = (1e-5 if dtype == np.float32 else 1e-13) * np.abs(expected).max()
     np.testing.assert_allclose(c, expected, rtol=0, atol=tolerance)
 
@@ -143,19 +156,22 @@ def test_results_are_fortran_ordered_unless_any_order_is_asked():
 
 def test_a_nan_beta_reaches_every_column():
     """beta = NaN is not beta = 0: the tiled columns and the scalar last columns both give NaN."""
+    left, right = np.ones((12, 7), np.float32), np.ones((7, 37), np.float32)
+    tokens = _tokens(6, 2, 16)
     c = np.ones((12, 37), np.float32)
-    tokens = [_tiles.count_token(k) for k in (6, 2, 16, 1)]
-    _tiles.tiled_update(
-        c, np.ones((12, 3), np.float32), np.ones((3, 37), np.float32), np.float32(np.nan), *tokens
-    )
+    _tiles.tiled_update(c, left, right, np.float32(np.nan), *tokens)
+    assert np.isnan(c).all()
+    c = np.ones((12, 37), np.float32)  # in passes of 3: β on the first, 1 on the others
+    _tiles.tiled_wide(c, left, right, np.float32(np.nan), *tokens, 16, 3)
     assert np.isnan(c).all()
 
 
 def test_the_tile_refuses_mixed_dtypes():
-    tokens = [_tiles.count_token(k) for k in (6, 2, 16, 1)]
     c = np.zeros((12, 32), np.float32)
     with pytest.raises(numba.errors.TypingError, match="left must be a 2-D array of c's dtype"):
-        _tiles.tiled_update(c, np.ones((12, 3)), np.ones((3, 32), np.float32), 1.0, *tokens)
+        _tiles.tiled_update(
+            c, np.ones((12, 3)), np.ones((3, 32), np.float32), 1.0, *_tokens(6, 2, 16)
+        )
 
 
 def test_rank_update_declines_what_the_kernel_does_not_take():
