@@ -191,7 +191,8 @@ def ldadam_matrix_step(
         new_basis = warm_subspace_iteration(
             residual, basis, exp_avg, c1=rho / bias1 - (1.0 - rho) * fold, c2=1.0 - rho
         )
-    # g̃ + κ·m̃ (r×n), row-major for the moment loops (the register tile writes it n×r)
+    # g̃ + κ·m̃ (r×n), row-major for the moment loops (a copy only where the product is written
+    # n×r row-major: A·X on the register tile, for side "right")
     projected = thin_product(residual, new_basis, transpose_a=True).t().contiguous()
 
     if t > 0:

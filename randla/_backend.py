@@ -254,15 +254,20 @@ def matmul(
     writes it with fortran=False.
 
     On CPU a large contiguous matrix times a thin block (see THIN_*_COLUMNS) runs the Numba
-    kernels of `_tiles` (Aᵀ·Y, and A·X with column counts a multiple of the vector length) or
-    `_thin`, which stay near memory speed where gemm does not; every other product is torch.mm
-    on zero-copy views, on torch's thread pool (`one_busy_pool` says why not OpenBLAS).
+    kernels of `_tiles` (on FMA targets: Aᵀ·Y, and A·X with column counts a multiple of the
+    vector length) or `_thin`, which stay near memory speed where gemm does not; every other
+    product is torch.mm on zero-copy views, on torch's thread pool (`one_busy_pool` says why
+    not OpenBLAS).
     """
     rows, inner = a.shape[::-1] if transpose_a else a.shape
     if inner != b.shape[0]:
         raise ValueError(
             f"matmul's inner dimensions differ: op(a) is {rows}×{inner}, "
             f"b is {b.shape[0]}×{b.shape[1]}"
+        )
+    if out is not None and tuple(out.shape) != (rows, b.shape[1]):
+        raise ValueError(
+            f"matmul's out must be {rows}×{b.shape[1]}, got {'×'.join(map(str, out.shape))}"
         )
     if is_cupy(a):
         return namespace(a).matmul(a.T if transpose_a else a, b, out=out)
@@ -334,29 +339,47 @@ def _transposed_product(a: np.ndarray, y: np.ndarray, out: np.ndarray | None) ->
     """Aᵀ·Y for a C-ordered A (K×N) and a thin Y (K×c), computed as the wide product (Yᵀ·A)ᵀ on
     the register tile: A's rows are the tile's vectors and Yᵀ its broadcasts. A c that is not a
     whole number of tile rows is padded with zero rows of Yᵀ (a last block of fewer rows would
-    load the same panel of A for fewer products). Into `out` (Fortran-ordered N×c) when given,
-    else a new Fortran-ordered result."""
-    columns = y.shape[1]
+    load the same panel of A for fewer products); A's last N mod lanes columns (fewer than one
+    vector) are copied into a zero-padded vector's width and take the tile too (a gemm there
+    would wake a second BLAS pool against the Numba threads). Into `out` (Fortran-ordered N×c)
+    when given, written in place when it needs no padding and overlaps neither operand, else a
+    new Fortran-ordered result."""
+    columns, width = y.shape[1], a.shape[1]
+    lanes = _tiles.VECTOR_BYTES // a.itemsize
+    whole = width - width % lanes
     tile_rows = _tiles.wide_tile_shape()[0]
     padded = -(-columns // tile_rows) * tile_rows
+    in_place = (
+        out is not None
+        and padded == columns
+        and not np.may_share_memory(out, y)
+        and not np.may_share_memory(out, a)
+    )
+    result = out.T if in_place else np.empty((padded, width), dtype=a.dtype)
     if padded == columns:
-        result = np.empty((columns, a.shape[1]), dtype=a.dtype) if out is None else out.T
-        _tiled_wide(result, y.T, a)
-        return result.T if out is None else out
-    left = np.zeros((padded, a.shape[0]), dtype=a.dtype)
-    left[:columns] = y.T
-    result = np.empty((padded, a.shape[1]), dtype=a.dtype)
-    _tiled_wide(result, left, a)
+        left = y.T
+    else:
+        left = np.zeros((padded, a.shape[0]), dtype=a.dtype)
+        left[:columns] = y.T
+    _tiled_wide(result[:, :whole], left, a[:, :whole])
+    if whole < width:  # A's last columns, zero-padded to one vector
+        tail = np.zeros((a.shape[0], lanes), dtype=a.dtype)
+        tail[:, : width - whole] = a[:, whole:]
+        part = np.empty((padded, lanes), dtype=a.dtype)
+        _tiled_wide(part, left, tail)
+        result[:, whole:] = part[:, : width - whole]
     if out is None:
         return result[:columns].T
-    out.T[...] = result[:columns]
+    if not in_place:
+        out.T[...] = result[:columns]
     return out
 
 
 def _tiled_wide(c: np.ndarray, left: np.ndarray, right: np.ndarray) -> None:
     """c ← left·right on `_tiles.tiled_wide` for a c of few rows and many columns, with
-    `wide_tile_shape`: at least two items per thread, each of at most WIDE_ITEM_COLUMNS, the
-    inner dimension in passes of WIDE_PASS_DEPTH."""
+    `wide_tile_shape`: about two items per thread (columns permitting), each of at most
+    WIDE_ITEM_COLUMNS, the inner dimension in passes of WIDE_PASS_DEPTH; c's columns a whole
+    number of vectors."""
     rows, vectors = _tiles.wide_tile_shape()
     width = vectors * _tiles.VECTOR_BYTES // c.itemsize
     share = -(-c.shape[1] // (2 * numba.get_num_threads()))
@@ -398,12 +421,13 @@ def _thin_matmul(a: Any, b: Any, transpose_a: bool, out: Any, fortran: bool) -> 
 
     On the register tile (`_tiles`, FMA targets): Aᵀ·Y always, as the wide product (Yᵀ·A)ᵀ
     (`_transposed_product`), whose result is Fortran-ordered as it comes; A·X when the column
-    count is a whole number of vectors, into a C-ordered result copied into a Fortran-ordered
-    one when asked. Elsewhere `_thin`'s loops. On the development machine, float32, matrix in
-    cache, Aᵀ·Y with 16 columns on 768×768, 768×3072 and 3072×768 ran 1.6-2.0x and with 74
-    columns 1.4-1.7x faster than before it was written as the wide product; A·X with 16 columns
-    0.85-1.2x the speed of `rows_dot` (the lower figures with the copy of a Fortran-ordered X
-    that the tile needs C-ordered)."""
+    count is a whole number of vectors (a single vector only where that takes at most one copy:
+    of a Fortran-ordered X, or of the result into Fortran order), into a C-ordered result copied
+    into a Fortran-ordered one when asked. Elsewhere `_thin`'s loops. On the development
+    machine, float32, matrix in cache, Aᵀ·Y with 16 columns on 768×768, 768×3072 and 3072×768
+    ran 1.6-2.0x and with 74 columns 1.1-1.7x faster than before it was written as the wide
+    product; A·X with 16 columns 1.1-1.3x faster than `rows_dot` with at most one copy,
+    0.85-0.97x with two."""
     columns = b.shape[1]
     if (
         columns > THIN_DOT_COLUMNS
@@ -420,7 +444,11 @@ def _thin_matmul(a: Any, b: Any, transpose_a: bool, out: Any, fortran: bool) -> 
     rows = c_face.shape[0] if dot else c_face.shape[1]
     if _tiles.TILES_APPLY and not dot:
         return _transposed_product(c_face, b, out)
-    if _tiles.TILES_APPLY and columns % (_tiles.VECTOR_BYTES // a.itemsize) == 0:
+    lanes = _tiles.VECTOR_BYTES // a.itemsize
+    # one vector of columns: the tile only where it needs no more than one copy (of b, or of
+    # the C-ordered result), else rows_dot is as fast
+    copies = (not b.flags.c_contiguous) + (out is not None or fortran)
+    if _tiles.TILES_APPLY and columns % lanes == 0 and (columns >= 2 * lanes or copies < 2):
         result = np.empty((rows, columns), dtype=a.dtype)
         _tiled(result, c_face, np.ascontiguousarray(b), 0.0, max_rows=_tiles.DOT_TILE_ROWS)
         if out is not None:

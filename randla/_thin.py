@@ -22,8 +22,9 @@ the blocking before), with 261 columns 6.5 against 11.6 ms. Both still won at 38
 the column limits of `_backend.matmul` (288). On an Intel CPU MKL may do better; the limits are
 this machine's.
 
-Column counts that are a multiple of the vector length go to the register tile of `_tiles`
-instead (faster at 64 columns; see `_backend._thin_matmul`), and so do all rank-K updates.
+On targets with FMA the register tile of `_tiles` takes over (see `_backend._thin_matmul`):
+every Aᵀ·Y, A·X with a column count that is a multiple of the vector length, and all rank-K
+updates; these loops remain for the other A·X products and for targets without FMA.
 """
 
 import numpy as np

@@ -1,6 +1,7 @@
-"""randla's products (`_backend.matmul`: the Numba loops for few columns, torch.mm for more)
-against a float64 product, for every layout, both dtypes, with and without `out`, on both sides
-of the column limits; and the one-thread OpenBLAS around randla's LAPACK calls."""
+"""randla's products (`_backend.matmul`: the register tile of `_tiles` or the loops of `_thin` for
+few columns, torch.mm for more) against a float64 product, for every layout, both dtypes, with
+and without `out`, on both sides of the column limits, and with the tile switched off; the
+tile's two drivers directly; and the one-thread OpenBLAS around randla's LAPACK calls."""
 
 import numba
 import numpy as np
@@ -30,10 +31,10 @@ from randla import _backend, _tiles
         (203, 150, 33),
         (513, 300, 130),
         (520, 410, 300),  # above both column limits: torch.mm
-        (260, 310, 7),  # 4-column blocks of Aᵀ·Y with 3 columns left over
-        (300, 260, 66),  # ... with 2 left over
-        (301, 257, 16),  # whole vectors: the register tile (`_tiles`) for Aᵀ·Y, and in float64
-        (263, 300, 32),  # for A·X too; rows left over from the tile's blocks
+        (260, 310, 7),  # Aᵀ·Y: 7 rows of Yᵀ padded to a tile's; `_thin`: 3 left from 4-blocks
+        (300, 260, 66),  # ... 66 padded; `_thin`: 2 left over
+        (301, 257, 16),  # whole vectors: A·X on the tile too (one vector in float32), rows and
+        (263, 300, 32),  # columns of Aᵀ (not whole vectors: a small gemm) left over
         (515, 300, 48),
         (300, 515, 64),
         (203, 150, 128),
@@ -115,22 +116,23 @@ def _tokens(rows, vectors, lanes):
 def test_every_tile_shape_matches_float64(dtype, vector_bytes, columns, transposed_left, driver):
     """Both drivers with the tiles `tile_shape` and `wide_tile_shape` pick, for AVX-512
     (64-byte vectors) and for 32-byte vectors alike, whatever the host: full tiles, one-vector
-    tiles, single rows, the scalar last columns, and a left factor read through a transposed
-    view (as Aᵀ·Y reads A); `tiled_wide` with items of a few columns and passes over the inner
-    dimension that do not divide it evenly."""
+    tiles, single rows, the scalar last columns (`tiled_update`), and a left factor read through
+    a transposed view; `tiled_wide` (whole vectors of columns) with items of a tile's width and
+    one vector more, and passes over the inner dimension that do not divide it evenly."""
     rng = np.random.default_rng(columns + vector_bytes)
     m, depth = 53, 37
-    left = rng.standard_normal((depth, m) if transposed_left else (m, depth)).astype(dtype)
-    left = left.T if transposed_left else left
-    right = rng.standard_normal((depth, columns)).astype(dtype)
-    start = rng.standard_normal((m, columns)).astype(dtype)
-    lanes = vector_bytes // left.itemsize
+    lanes = vector_bytes // np.dtype(dtype).itemsize
     if driver == "tiled_update":
         rows, vectors = _tiles.tile_shape(columns, np.dtype(dtype).itemsize, vector_bytes)
         split = ()
     else:
+        columns = -(-columns // lanes) * lanes
         rows, vectors = _tiles.wide_tile_shape(vector_bytes)
-        split = (2 * lanes, 10)  # columns per item, inner dimension per pass
+        split = ((vectors + 1) * lanes, 10)  # columns per item, inner dimension per pass
+    left = rng.standard_normal((depth, m) if transposed_left else (m, depth)).astype(dtype)
+    left = left.T if transposed_left else left
+    right = rng.standard_normal((depth, columns)).astype(dtype)
+    start = rng.standard_normal((m, columns)).astype(dtype)
     expected = 0.5 * start.astype(np.float64) + left.astype(np.float64) @ right
     c = start.copy()
     run = getattr(_tiles, driver)
@@ -161,9 +163,48 @@ def test_a_nan_beta_reaches_every_column():
     c = np.ones((12, 37), np.float32)
     _tiles.tiled_update(c, left, right, np.float32(np.nan), *tokens)
     assert np.isnan(c).all()
-    c = np.ones((12, 37), np.float32)  # in passes of 3: β on the first, 1 on the others
-    _tiles.tiled_wide(c, left, right, np.float32(np.nan), *tokens, 16, 3)
+    c = np.ones((12, 48), np.float32)  # in passes of 3: β on the first, 1 on the others
+    _tiles.tiled_wide(c, left, right[:, :48], np.float32(np.nan), *tokens, 32, 3)
     assert np.isnan(c).all()
+
+
+def test_the_wide_driver_refuses_partial_vectors_and_bad_splits():
+    tokens = _tokens(6, 2, 16)
+    left, right = np.ones((12, 7), np.float32), np.ones((7, 40), np.float32)
+    for c, split in [
+        (np.zeros((12, 40), np.float32), (16, 3)),  # 40 columns: not whole vectors
+        (np.zeros((12, 32), np.float32), (8, 3)),  # items of half a vector
+        (np.zeros((12, 32), np.float32), (0, 3)),
+        (np.zeros((12, 32), np.float32), (16, 0)),
+    ]:
+        with pytest.raises(ValueError, match="tiled_wide needs"):
+            _tiles.tiled_wide(c, left, right[:, : c.shape[1]], np.float32(0), *tokens, *split)
+
+
+@pytest.mark.parametrize("transpose_a", [False, True])
+@pytest.mark.parametrize(("m", "n", "columns"), [(301, 257, 16), (260, 310, 7), (300, 515, 64)])
+def test_products_without_the_tile_use_thin_loops(monkeypatch, transpose_a, m, n, columns):
+    """On a target without FMA (TILES_APPLY False) both products run `_thin`'s loops."""
+    monkeypatch.setattr(_tiles, "TILES_APPLY", False)
+    rng = np.random.default_rng(m + columns)
+    a = rng.standard_normal((m, n)).astype(np.float32)
+    b = np.asfortranarray(rng.standard_normal((m if transpose_a else n, columns)), np.float32)
+    expected = (a.T if transpose_a else a).astype(np.float64) @ b
+    result = _backend.matmul(a, b, transpose_a=transpose_a)
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def test_out_that_overlaps_an_operand_or_has_the_wrong_shape():
+    """Aᵀ·Y into an `out` that is Y itself (square A) is computed into a fresh buffer first; an
+    `out` of the wrong shape raises before anything is written."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((400, 400)).astype(np.float32)
+    y = np.asfortranarray(rng.standard_normal((400, 16)), np.float32)
+    expected = a.T.astype(np.float64) @ y
+    assert _backend.matmul(a, y, transpose_a=True, out=y) is y
+    np.testing.assert_allclose(y, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="out must be 400×16"):
+        _backend.matmul(a, y, out=np.zeros((400, 15), np.float32, order="F"))
 
 
 def test_the_tile_refuses_mixed_dtypes():
