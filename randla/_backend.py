@@ -255,9 +255,9 @@ def matmul(
 
     On CPU a large contiguous matrix times a thin block (see THIN_*_COLUMNS) runs the Numba
     kernels of `_tiles` (on FMA targets: Aᵀ·Y, and A·X with column counts a multiple of the
-    vector length) or `_thin`, which stay near memory speed where gemm does not; every other
-    product is torch.mm on zero-copy views, on torch's thread pool (`one_busy_pool` says why
-    not OpenBLAS).
+    vector length, a single vector only where that takes at most one copy) or `_thin`, which
+    stay near memory speed where gemm does not; every other product is torch.mm on zero-copy
+    views, on torch's thread pool (`one_busy_pool` says why not OpenBLAS).
     """
     rows, inner = a.shape[::-1] if transpose_a else a.shape
     if inner != b.shape[0]:
@@ -426,7 +426,7 @@ def _thin_matmul(a: Any, b: Any, transpose_a: bool, out: Any, fortran: bool) -> 
     into a Fortran-ordered one when asked. Elsewhere `_thin`'s loops. On the development
     machine, float32, matrix in cache, Aᵀ·Y with 16 columns on 768×768, 768×3072 and 3072×768
     ran 1.6-2.0x and with 74 columns 1.1-1.7x faster than before it was written as the wide
-    product; A·X with 16 columns 1.1-1.3x faster than `rows_dot` with at most one copy,
+    product; A·X with 16 columns 1.15-1.3x faster than `rows_dot` without a copy,
     0.85-0.97x with two."""
     columns = b.shape[1]
     if (

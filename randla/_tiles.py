@@ -41,8 +41,9 @@ transposed left, Aᵀ·Y on the same matrices with 16 columns, matrix in cache: 
 (32 vector registers), 12 of 32 bytes otherwise (16). `lanes` is an argument (not read from the
 host inside the kernel) so that Numba's cache, keyed by the argument types, never serves a kernel
 built for another vector width; the tests run the AVX2 shapes on an AVX-512 machine.
-Arguments are not checked beyond their types (one float dtype, 2-D): c must not overlap left or
-right (`_backend.add_product` declines such calls).
+`tiled_update`'s arguments are not checked beyond their types (one float dtype, 2-D), while
+`tiled_wide` also checks its shapes and split; c must not overlap left or right (`_backend`
+declines or buffers such calls).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def wide_tile_shape(vector_bytes: int = VECTOR_BYTES) -> tuple[int, int]:
 DOT_TILE_ROWS = 12
 """Most rows per tile when left is the large matrix itself (A·X): each row is a separate stream
 of broadcasts through the whole inner dimension. With 16 columns (one vector) on the
-development machine, 24 rows ran up to 2x slower than `_thin.rows_dot`; 12 rows 1.05-1.2x
+development machine, 24 rows ran up to 2x slower than `_thin.rows_dot`; 12 rows 1.15-1.3x
 faster (8 rows, oddly, slower again)."""
 
 WIDE_ITEM_COLUMNS = 384
@@ -307,7 +308,8 @@ def tiled_update(c, left, right, beta, rows, vectors, lanes, one):
 @njit(parallel=True, cache=True)
 def tiled_wide(c, left, right, beta, rows, vectors, lanes, one, item_columns, pass_depth):
     """c (m×n) ← beta·c + left·right as `tiled_update`, for a c of few rows and many columns, n a
-    whole number of vectors (ValueError otherwise: the caller computes the last few columns,
+    whole number of vectors (ValueError otherwise, and for inconsistent shapes: the caller
+    computes the last few columns,
     where a scalar loop through the whole inner dimension would cost more than the rest):
     parallel items of all rows by item_columns columns (a positive multiple of the vector
     length), each taking the inner dimension in passes of pass_depth (beta on the first, 1
@@ -316,10 +318,17 @@ def tiled_wide(c, left, right, beta, rows, vectors, lanes, one, item_columns, pa
     m, n = c.shape
     depth = right.shape[0]
     tile_rows, tile_lanes = rows.ndim, lanes.ndim
-    if n % tile_lanes or item_columns <= 0 or item_columns % tile_lanes or pass_depth <= 0:
+    if (
+        left.shape != (m, depth)
+        or right.shape[1] != n
+        or n % tile_lanes
+        or item_columns <= 0
+        or item_columns % tile_lanes
+        or pass_depth <= 0
+    ):
         raise ValueError(
-            "tiled_wide needs whole vectors of columns, item_columns a positive multiple of "
-            "the vector length and pass_depth > 0"
+            "tiled_wide needs c (m×n) = left (m×K) · right (K×n), whole vectors of columns, "
+            "item_columns a positive multiple of the vector length and pass_depth > 0"
         )
     width = vectors.ndim * tile_lanes
     blocked = m - m % tile_rows

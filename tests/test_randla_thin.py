@@ -33,8 +33,8 @@ from randla import _backend, _tiles
         (520, 410, 300),  # above both column limits: torch.mm
         (260, 310, 7),  # Aᵀ·Y: 7 rows of Yᵀ padded to a tile's; `_thin`: 3 left from 4-blocks
         (300, 260, 66),  # ... 66 padded; `_thin`: 2 left over
-        (301, 257, 16),  # whole vectors: A·X on the tile too (one vector in float32), rows and
-        (263, 300, 32),  # columns of Aᵀ (not whole vectors: a small gemm) left over
+        (301, 257, 16),  # A·X with one vector: `_thin` here (two copies; see the next test)
+        (263, 300, 32),  # A·X on the tile; A's last columns zero-padded to a vector for Aᵀ·Y
         (515, 300, 48),
         (300, 515, 64),
         (203, 150, 128),
@@ -56,6 +56,28 @@ def test_products_match_float64(dtype, order, transpose_a, m, n, columns):
     for result in results:
         assert result.dtype == dtype and result.shape == expected.shape
         np.testing.assert_allclose(result, expected, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("how", ["any order", "C-ordered b into out"])
+def test_one_vector_products_on_the_tile(dtype, how):
+    """A·X with one vector of columns runs on the tile where it takes at most one copy: a
+    result in any order (fortran=False), or a C-ordered b into `out`; rows left over from the
+    12-row tiles."""
+    lanes = _tiles.VECTOR_BYTES // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(lanes)
+    a = rng.standard_normal((301, 257)).astype(dtype)
+    b = rng.standard_normal((257, lanes)).astype(dtype)
+    expected = a.astype(np.float64) @ b
+    if how == "any order":
+        result = _backend.matmul(a, np.asfortranarray(b), fortran=False)
+        assert result.flags.c_contiguous or not _tiles.TILES_APPLY
+    else:
+        out = np.full((301, lanes), np.nan, dtype=dtype, order="F")
+        result = _backend.matmul(a, b, out=out)
+        assert result is out
+    tolerance = (1e-5 if dtype == np.float32 else 1e-13) * np.abs(expected).max()
+    np.testing.assert_allclose(result, expected, rtol=0, atol=tolerance)
 
 
 def test_c_ordered_thin_operand_is_accepted():
@@ -158,13 +180,13 @@ def test_results_are_fortran_ordered_unless_any_order_is_asked():
 
 def test_a_nan_beta_reaches_every_column():
     """beta = NaN is not beta = 0: the tiled columns and the scalar last columns both give NaN."""
-    left, right = np.ones((12, 7), np.float32), np.ones((7, 37), np.float32)
+    left, right = np.ones((12, 7), np.float32), np.ones((7, 48), np.float32)
     tokens = _tokens(6, 2, 16)
     c = np.ones((12, 37), np.float32)
-    _tiles.tiled_update(c, left, right, np.float32(np.nan), *tokens)
+    _tiles.tiled_update(c, left, right[:, :37], np.float32(np.nan), *tokens)
     assert np.isnan(c).all()
     c = np.ones((12, 48), np.float32)  # in passes of 3: β on the first, 1 on the others
-    _tiles.tiled_wide(c, left, right[:, :48], np.float32(np.nan), *tokens, 32, 3)
+    _tiles.tiled_wide(c, left, right, np.float32(np.nan), *tokens, 32, 3)
     assert np.isnan(c).all()
 
 
@@ -179,6 +201,10 @@ def test_the_wide_driver_refuses_partial_vectors_and_bad_splits():
     ]:
         with pytest.raises(ValueError, match="tiled_wide needs"):
             _tiles.tiled_wide(c, left, right[:, : c.shape[1]], np.float32(0), *tokens, *split)
+    c = np.zeros((12, 32), np.float32)
+    for wrong_left, wrong_right in [(left[:11], right[:, :32]), (left, right[:, :16])]:
+        with pytest.raises(ValueError, match="tiled_wide needs"):
+            _tiles.tiled_wide(c, wrong_left, wrong_right, np.float32(0), *tokens, 16, 3)
 
 
 @pytest.mark.parametrize("transpose_a", [False, True])
@@ -203,8 +229,10 @@ def test_out_that_overlaps_an_operand_or_has_the_wrong_shape():
     expected = a.T.astype(np.float64) @ y
     assert _backend.matmul(a, y, transpose_a=True, out=y) is y
     np.testing.assert_allclose(y, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    wrong = np.zeros((400, 15), np.float32, order="F")
     with pytest.raises(ValueError, match="out must be 400×16"):
-        _backend.matmul(a, y, out=np.zeros((400, 15), np.float32, order="F"))
+        _backend.matmul(a, y, out=wrong)
+    assert not wrong.any()
 
 
 def test_the_tile_refuses_mixed_dtypes():
