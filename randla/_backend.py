@@ -325,14 +325,14 @@ def add_product(c: np.ndarray, left: np.ndarray, right: np.ndarray, *, beta: flo
 
 
 def _tiled(
-    c: np.ndarray, left: np.ndarray, right: np.ndarray, beta: float, *, max_rows: int = 24
+    c: np.ndarray, left: np.ndarray, right: np.ndarray, beta: float, *, max_rows: int | None = None
 ) -> None:
     """`_tiles.tiled_update` with the tile this machine's vectors and c's columns take
-    (`tile_shape`), at most max_rows rows."""
+    (`tile_shape`), cut to max_rows rows when given."""
     rows, vectors = _tiles.tile_shape(c.shape[1], c.itemsize)
-    _tiles.tiled_update(
-        c, left, right, c.dtype.type(beta), *_tile_tokens(min(rows, max_rows), vectors, c)
-    )
+    if max_rows is not None:
+        rows = min(rows, max_rows)
+    _tiles.tiled_update(c, left, right, c.dtype.type(beta), *_tile_tokens(rows, vectors, c))
 
 
 def _transposed_product(a: np.ndarray, y: np.ndarray, out: np.ndarray | None) -> np.ndarray:

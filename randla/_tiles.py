@@ -309,12 +309,12 @@ def tiled_update(c, left, right, beta, rows, vectors, lanes, one):
 def tiled_wide(c, left, right, beta, rows, vectors, lanes, one, item_columns, pass_depth):
     """c (m×n) ← beta·c + left·right as `tiled_update`, for a c of few rows and many columns, n a
     whole number of vectors (ValueError otherwise, and for inconsistent shapes: the caller
-    computes the last few columns,
-    where a scalar loop through the whole inner dimension would cost more than the rest):
-    parallel items of all rows by item_columns columns (a positive multiple of the vector
-    length), each taking the inner dimension in passes of pass_depth (beta on the first, 1
-    after) and, per pass, sweeping its columns a tile's width at a time with every row block per
-    width, so the panel of right that a width reads is reused from cache by all the blocks."""
+    computes the last few columns, where a scalar loop through the whole inner dimension
+    would cost more than the rest): parallel items of all rows by item_columns columns (a
+    positive multiple of the vector length), each taking the inner dimension in passes of
+    pass_depth (beta on the first, 1 after) and, per pass, sweeping its columns a tile's
+    width at a time with every row block per width, so the panel of right that a width reads
+    is reused from cache by all the blocks."""
     m, n = c.shape
     depth = right.shape[0]
     tile_rows, tile_lanes = rows.ndim, lanes.ndim
