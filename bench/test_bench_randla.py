@@ -10,7 +10,14 @@ and its mean and maximum over seeds 0-4 (the random start moves it by about ±1e
 methods differ), and the floor:
 product flops / ceilings.gemm_gflops (float32), for "mixed" its 10 bfloat16 products at
 ceilings.bfloat16_gemm_gflops and 2 float32 ones at the float32 rate.
+
+`test_rsvd_against_torch_alternating` calls randla.rsvd and torch.svd_lowrank in turn, with the
+same matrix, settings and threads, so that both medians come from the same minutes of a shared
+machine: both run their products on torch.mm, so the ratio compares the algorithms, not the BLAS.
 """
+
+import statistics
+import time
 
 import numpy as np
 import pytest
@@ -117,5 +124,35 @@ def test_low_rank(benchmark, ceilings, case, method):
         excess_error_max_of_5_seeds=float(np.max(seed_excess)),
         floor_ms=floor_s * 1e3,
         floor_fraction=floor_s / benchmark.stats.stats.median,
+        threads=ceilings.threads,
+    )
+
+
+ALTERNATING_ROUNDS = 9
+
+
+@pytest.mark.benchmark(group="randla-rsvd-vs-torch-alternating")
+def test_rsvd_against_torch_alternating(benchmark, ceilings, case):
+    """randla.rsvd (full precision) and torch.svd_lowrank, one call each per round; extra_info
+    holds both medians and their ratio."""
+    a, _ = case
+    torch.set_num_threads(ceilings.threads)
+    tensor = torch.from_numpy(a)
+    runs = {"randla.rsvd": METHODS["randla.rsvd"], "torch.svd_lowrank": _torch}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+
+    def one_call_each():
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(a, tensor)
+            seconds[name].append(time.perf_counter() - start)
+
+    with threadpool_limits(ceilings.threads):
+        benchmark.pedantic(one_call_each, rounds=ALTERNATING_ROUNDS, warmup_rounds=1)
+    medians = {name: statistics.median(times[1:] or times) for name, times in seconds.items()}
+    benchmark.extra_info.update(
+        randla_rsvd_median_s=medians["randla.rsvd"],
+        torch_svd_lowrank_median_s=medians["torch.svd_lowrank"],
+        rsvd_vs_torch=medians["randla.rsvd"] / medians["torch.svd_lowrank"],
         threads=ceilings.threads,
     )

@@ -13,9 +13,9 @@ element:
 `adapprox.adapprox_step` takes them when every tensor is on the CPU, contiguous, and of the
 state's dtype; everything else (CUDA, bf16 parameters, strided gradients) keeps the torch passes.
 Results match the torch passes up to float rounding: torch may fuse a multiply-add, the mix may
-regroup its products (see `mix_second_moment`), and the sums run in another order. Measured
-(Adapprox step, 2 blocks of width 768, 2 cores, interleaved A/B, best of 4): k_max 1 37.5 → 31.5 ms,
-k_max 16 82.0 → 73.9 ms, k_max 64 183.5 → 177.1 ms.
+regroup its products (see `mix_second_moment`), and the sums run in another order. Kept because
+the benchmark's step measured faster with them than with the torch passes, steps of the two
+alternating in one process (docs/adapprox.md gives the numbers).
 """
 
 import numba

@@ -14,9 +14,9 @@ microseconds. These two loops do the same arithmetic per element in two passes:
 with c1, c2 the bias corrections of the previous step and c2' that of this one.
 `_ldadam_step.ldadam_matrix_step` takes them when the moments and g̃ are CPU tensors of one dtype
 (any strides: g̃ may be a transposed view); elsewhere (CUDA) it runs the torch operations, which
-agree up to rounding (a multiplication by a reciprocal here where torch divides). Measured on the
-benchmark's 2-block parameter set (2 cores, steps alternating between the two paths in one process,
-median of 15): rank 64 52.5 → 51.6 ms, rank 16 19.8 → 19.6 ms.
+agree up to rounding (a multiplication by a reciprocal here where torch divides). Kept because
+the benchmark's step measured faster with them than with the torch operations, steps of the two
+alternating in one process (docs/ldadam.md gives the numbers).
 """
 
 import numba

@@ -44,6 +44,15 @@ def matrix(a: Any, name: str = "A", total_squares: Any = None) -> float:
     return total
 
 
+def blas_layout(a: Any) -> Any:
+    """`a` itself when it is C- or F-contiguous, else a C-contiguous copy: what the products
+    take (a view with negative or gapped strides, as ``a[::-1]`` or ``a[:, ::2]``, is copied
+    once, as `rsvd` does, instead of reaching torch's zero-copy bridge, which refuses it)."""
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        return a
+    return _backend.namespace(a).ascontiguousarray(a)
+
+
 def finite(a: Any, name: str) -> None:
     """Refuse NaN or Inf entries (one pass over `a`)."""
     if not bool(_backend.namespace(a).isfinite(a).all()):

@@ -10,7 +10,6 @@ import numpy as np
 from randla import _backend, _checks, _scaling
 
 
-@_backend.on_one_busy_pool
 def estimate_error(A: Any, Q: Any, U: Any, *, probes: int = 8, rng: Any = None) -> float:
     """Probe estimate of the **absolute** error ‖A − Q Uᵀ‖_F, without forming A − Q Uᵀ.
 
@@ -19,7 +18,8 @@ def estimate_error(A: Any, Q: Any, U: Any, *, probes: int = 8, rng: Any = None) 
     estimate is unbiased, with relative standard deviation at most sqrt(2/r). Because the residual
     is formed explicitly (no cancellation of squared norms) it stays accurate in float32 far below
     the cumulative-norm identity's floor (about 3.5e-3 relative). Q and U need not be orthonormal
-    but must be finite (ValueError otherwise).
+    but must be finite (ValueError otherwise). Views of any strides are taken (a view that is
+    neither C- nor F-contiguous is copied once, as in `rsvd`).
     The result is never below 100·eps(dtype)·‖A‖_F.
 
     Cost: 2·m·n·r + 2·(m + n)·k·r flops, one pass over A.
@@ -41,6 +41,7 @@ def estimate_error(A: Any, Q: Any, U: Any, *, probes: int = 8, rng: Any = None) 
             raise TypeError(f"{name} must have A's dtype {a.dtype}, got {factor.dtype}")
         _checks.finite(factor, name)
     probes = _checks.integer(probes, "probes", 1)
+    a, q, u = (_checks.blas_layout(x) for x in (a, q, u))
     # Far from ‖A‖_F ≈ 1 the residual's squares would overflow or underflow: work on A·2^-e.
     a, total_squares, exponent = _scaling.to_unit_scale(a, total_squares)
     if exponent:

@@ -8,7 +8,6 @@ from typing import Any
 from randla import _backend, _checks
 
 
-@_backend.on_one_busy_pool
 def orthonormalize(Y: Any, *, method: str = "qr") -> Any:
     """Orthonormal basis of the columns of a tall m×l block Y (m ≥ l); Y is not modified.
 

@@ -16,7 +16,6 @@ from randla.orth import orthonormal_basis
 STRATEGIES = ("step", "prefix")
 
 
-@_backend.on_one_busy_pool
 def srsi(
     A: Any,
     rank: int,
@@ -98,7 +97,6 @@ class AdaptiveResult:
     error: float
 
 
-@_backend.on_one_busy_pool
 def adaptive_srsi(
     A: Any,
     *,

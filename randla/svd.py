@@ -8,7 +8,6 @@ from randla import _backend, _checks, _scaling
 from randla.orth import orthonormal_basis
 
 
-@_backend.on_one_busy_pool
 def rsvd(
     A: Any,
     rank: int,
@@ -36,20 +35,19 @@ def rsvd(
 
     ``orth`` normalizes after every product: ``"qr"`` (default, Householder everywhere),
     ``"cholqr2"`` (GEMM-based, falls back to QR on ill-conditioned blocks) or ``"lu"`` (LU
-    between products, QR for the last one, as scikit-learn does). QR stays the default: on the
-    shared 2-core development machine, interleaved runs of the three (4096×1024, rank 64, float32)
-    differed by less than the run-to-run noise at equal error, so accuracy decided.
+    between products, QR for the last one, as scikit-learn does). QR stays the default: interleaved
+    runs of the three (4096×1024, rank 64, float32) differed by less than the run-to-run noise at
+    equal error, so accuracy decided.
 
     ``precision="mixed"`` (float32 CPU arrays) computes every product of the range finder but the
     last in bfloat16 (torch.mm on a bfloat16 copy of A, float32 accumulation; the blocks in
     between are orthonormalized in float32); the last range-finder product and B = QᵀA stay in
     float32. Early power iterations only improve the starting block, and the float32 product that
     follows them removes their rounding, so the error matches ``"full"`` (rank 64, 4096×1024,
-    σ_j = 1/j: ‖A − USVᵀ‖_F/optimum − 1 = 3.83e-4 mixed, 3.79e-4 full) at 10 of 12 products
-    about 5x cheaper where the CPU has bfloat16 instructions (AVX512-BF16, AMX); see
-    docs/randla.md for measurements, and measure before choosing it elsewhere. It holds a
-    bfloat16 copy of A (half of A's bytes) and runs under `one_busy_pool` (OpenBLAS at one
-    thread, products on torch's threads, restored afterwards).
+    σ_j = 1/j: ‖A − USVᵀ‖_F/optimum − 1 = 3.83e-4 mixed, 3.79e-4 full), with 10 of 12 products
+    reading half the bytes at the bfloat16 rate, which pays only where the CPU has bfloat16
+    matrix instructions (AVX512-BF16, AMX); measure before choosing it (docs/randla.md). It holds a
+    bfloat16 copy of A (half of A's bytes).
 
     Cost: (4·power_iters + 4)·m·n·l flops in GEMMs, plus 2·power_iters + 1 orthonormalizations of
     tall blocks (≈ 4·m·l² each) and a (4·n·l² + 8·l³)-flop small SVD.
@@ -91,7 +89,6 @@ def rsvd(
     return back(xp.ascontiguousarray(left)), back(values), back(right)
 
 
-@_backend.on_one_busy_pool
 def subspace_iteration(A: Any, Q0: Any, *, iters: int = 1, orth: str = "qr") -> Any:
     """Warm-started subspace iteration: ``iters`` times Q ← orth(A (Aᵀ Q)), from Q0 (m×k).
 
@@ -101,7 +98,8 @@ def subspace_iteration(A: Any, Q0: Any, *, iters: int = 1, orth: str = "qr") -> 
     orthogonalize), except the last, which uses QR. A(AᵀQ) grows
     like ‖A‖², so an A with ‖A‖_F outside 2^±48 (float32; 2^±496 in float64) is first scaled
     by a power of two to ‖A‖_F ≈ 1 (exact, and Q does not depend on it); inside, nothing is done.
-    A and Q0 must be finite.
+    A and Q0 must be finite; views of any strides are taken (one contiguous copy of a view
+    that is neither C- nor F-contiguous, as in `rsvd`).
 
     Cost: 4·m·n·k flops in GEMMs plus one orthonormalization (≈ 4·m·k²; with "lu" also an n×k LU)
     per iteration; out of the safe range, one scaled copy of A.
@@ -122,6 +120,7 @@ def subspace_iteration(A: Any, Q0: Any, *, iters: int = 1, orth: str = "qr") -> 
     _checks.finite(q, "Q0")
     iters = _checks.integer(iters, "iters", 1)
     orth = _checks.orth(orth)
+    a, q = _checks.blas_layout(a), _checks.blas_layout(q)
     a, _, _ = _scaling.to_unit_scale(a, total_squares)
     for step in range(iters):
         last = step == iters - 1
