@@ -3,9 +3,11 @@
 Threads: Numba and torch are pinned to `ceilings.threads` (SMALLSTATE_BENCH_THREADS, default all
 cores), the same count the bandwidth ceiling was measured with. Rounds are few for the large case
 (3 after a warm-up: it moves 256 MB per call), 30 for the 1M case.
-Bandwidth fractions are given against the run's ceiling (`fraction_of_bandwidth`) and against a
-triad measured right after the kernel (`fraction_of_triad_alongside`): the shared machine's
-bandwidth drifts within a run, and the second is the fair one.
+Bandwidth fractions are given against the run's ceiling (`fraction_of_bandwidth`), against a
+triad measured right after the kernel (`fraction_of_triad_alongside`) and against a parallel copy
+measured right after it (`fraction_of_copy_alongside`: the acceptance ratio of the 4-bit
+quantize, at least 0.5, on the native target and with NUMBA_CPU_NAME=haswell); the shared
+machine's bandwidth drifts within a run, and the ones measured alongside are the fair ones.
 Run: pytest bench/test_bench_compress.py --benchmark-only
 """
 
@@ -15,7 +17,7 @@ import pytest
 import torch
 
 import compress
-from bench.triad import triad_bandwidth_now
+from bench.triad import copy_bandwidth_now, triad_bandwidth_now
 
 LENGTHS = {"64M": 1 << 26, "1M": 1 << 20}
 D = 16384
@@ -44,11 +46,15 @@ def report(benchmark, ceilings, bytes_moved):
     seconds = benchmark.stats.stats.min
     gbs = bytes_moved / seconds / 1e9
     alongside = triad_bandwidth_now()
+    copy = copy_bandwidth_now()
     benchmark.extra_info.update(
         gb_per_s=round(gbs, 2),
         fraction_of_bandwidth=round(gbs / ceilings.bandwidth_gbs, 3),
         triad_alongside_gbs=round(alongside, 1),
         fraction_of_triad_alongside=round(gbs / alongside, 3),
+        copy_alongside_gbs=round(copy, 1),
+        fraction_of_copy_alongside=round(gbs / copy, 3),
+        numba_cpu_name=numba.config.CPU_NAME or "host",
     )
 
 

@@ -7,6 +7,7 @@ Block top-k (`topk_blocks`), block quantization (`quantize`/`dequantize`), error
 ALGORITHMS.md §2.
 """
 
+from . import _numba_setup  # noqa: F401  (first: the threading layer, before any kernel)
 from .feedback import ErrorFeedback
 from .fused import ef_topk_requantize, window_topk
 from .quantization import Quantized, dequantize, quantize
