@@ -22,7 +22,7 @@ from optimizers import Adapprox
 from optimizers.comparison import registry
 from optimizers.comparison.corpus import load_stdlib_corpus
 from optimizers.comparison.presets import PRESETS
-from optimizers.comparison.runner import initial_state, pinned_threads, preset_config, train_one
+from optimizers.comparison.runner import initial_state, pinned_threads, preset_config, train_run
 
 LR = 3e-3  # the comparison's Adapprox learning rate
 REPORT_STEPS = (1, 10, 25, 50, 100, 150, 200)
@@ -96,11 +96,11 @@ def main() -> None:
             for k_max in (int(k) for k in args.k_max.split(",")):
                 runs[k_max] = {}
                 registry.REGISTRY["adapprox"] = recording_factory(k_max, runs[k_max])
-                result = train_one(
+                result = train_run(
                     "adapprox", lr=LR, config=config, corpus=corpus, init=init, progress=False
                 )
                 print(summary(k_max, runs[k_max]))
-                print(f"  final validation loss {result['final_val_loss']:.3f}", flush=True)
+                print(f"  final validation loss {result['val_loss']:.3f}", flush=True)
     finally:
         registry.REGISTRY["adapprox"] = standard
     args.out.mkdir(parents=True, exist_ok=True)

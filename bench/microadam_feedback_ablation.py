@@ -22,7 +22,7 @@ import optimizers
 from optimizers.comparison import registry
 from optimizers.comparison.corpus import load_stdlib_corpus
 from optimizers.comparison.presets import PRESETS
-from optimizers.comparison.runner import initial_state, pinned_threads, preset_config, train_one
+from optimizers.comparison.runner import initial_state, pinned_threads, preset_config, train_run
 
 
 class TranscribedMicroAdam(torch.optim.Optimizer):
@@ -109,12 +109,12 @@ def main() -> None:
         init = initial_state(config.model, config.seed)
         for lr in (float(x) for x in args.lr.split(",")):
             for name in args.variants.split(","):
-                result = train_one(
+                result = train_run(
                     name, lr=lr, config=config, corpus=corpus, init=init, progress=False
                 )
                 print(
-                    f"{name:18s} lr {lr:g}  val {result['final_val_loss']:.3f}  "
-                    f"train {result['final_train_loss']:.3f}",
+                    f"{name:18s} lr {lr:g}  val {result['val_loss']:.3f}  "
+                    f"train {result['train_loss']:.3f}",
                     flush=True,
                 )
 

@@ -6,7 +6,8 @@ differs between machines) and the test suites (``test``, ``tests``, ``idle_test`
 and stripped by some distributions) are left out, so the corpus is the same on every install of a
 given Python version. Each file goes to train or validation by a hash of its relative path, so the
 split depends neither on the filesystem's listing order nor on which other files exist.
-The vocabulary is the 256 byte values.
+The test suites are the fine-tuning corpus (:func:`load_test_suite_corpus`): held out from
+pretraining, the same language in a shifted style. The vocabulary is the 256 byte values.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 import torch
 
 VOCAB_SIZE = 256
-EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test"})
+TEST_DIRS = frozenset({"test", "tests", "idle_test"})
+EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages"}) | TEST_DIRS
 
 
 @dataclass(frozen=True)
@@ -72,13 +74,42 @@ def load_stdlib_corpus(*, val_fraction: float = 0.05, root: str | None = None) -
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     base = Path(root or sysconfig.get_paths()["stdlib"])
+    return _split(base, stdlib_sources(base), val_fraction, ".py files")
+
+
+def test_suite_sources(root: Path) -> list[Path]:
+    """Sorted ``.py`` files inside the test-suite folders (TEST_DIRS) under root, outside
+    site-packages: the fine-tuning corpus, disjoint from :func:`stdlib_sources`."""
+    third_party = EXCLUDED_DIRS - TEST_DIRS
+    return sorted(
+        path
+        for path in root.rglob("*.py")
+        if path.is_file()
+        and TEST_DIRS.intersection(parts := path.relative_to(root).parts[:-1])
+        and not third_party.intersection(parts)
+    )
+
+
+def load_test_suite_corpus(*, val_fraction: float = 0.05, root: str | None = None) -> Corpus:
+    """The fine-tuning corpus: the standard library's own test suites (``test``, ``tests``,
+    ``idle_test`` folders), which the pretraining corpus leaves out, split by file hash as
+    :func:`load_stdlib_corpus` does. Test code (assertions, fixtures, literal data) is a shifted
+    distribution of the same language. Raises ValueError naming the folder when this Python was
+    installed without its test suite (some distributions strip it)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    base = Path(root or sysconfig.get_paths()["stdlib"])
+    return _split(base, test_suite_sources(base), val_fraction, "test-suite .py files")
+
+
+def _split(base: Path, sources: list[Path], val_fraction: float, what: str) -> Corpus:
     splits: dict[bool, list[bytes]] = {False: [], True: []}
-    for path in stdlib_sources(base):
+    for path in sources:
         relative = path.relative_to(base).as_posix()
         splits[is_validation_file(relative, val_fraction)].append(path.read_bytes())
     if not splits[False] or not splits[True]:
         raise ValueError(
-            f"root must hold .py files for both splits, found {len(splits[False])} train and "
+            f"root must hold {what} for both splits, found {len(splits[False])} train and "
             f"{len(splits[True])} validation files under {base}"
         )
     return Corpus(

@@ -1,23 +1,22 @@
 """Train the same model with each optimizer: same init, data order, schedule and step budget.
 
-Per optimizer: rebuild the model from one saved initial state_dict, draw batches from a
-``torch.Generator`` seeded identically, step a shared warmup + cosine schedule, evaluate the
-validation loss on fixed batches at regular intervals, and time ``opt.step()`` alone and the whole
-training step (forward + backward + step) with ``time.perf_counter`` (CUDA synchronized).
+Per run: rebuild the model from one saved state_dict (a fresh initialization, or the AdamW-
+pretrained model for fine-tuning), draw batches from a ``torch.Generator`` seeded with the run's
+seed, step a shared warmup + cosine schedule and evaluate the validation loss on fixed batches
+at regular intervals. Step times are not taken here but in ``timing.py``'s alternating phase:
+optimizers run one after another see different machine load.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import statistics
 import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from .corpus import Corpus, fixed_batches, random_batch
 from .model import ByteTransformer, ModelConfig
@@ -42,14 +41,16 @@ class TrainConfig:
     final_loss_window: int = 20
 
 
-def preset_config(preset: Preset, *, steps: int, seed: int, device: str) -> TrainConfig:
-    """The TrainConfig of a named size for a given step budget: evaluations spread evenly over
-    the steps and the warmup a fixed fraction of them, as the preset says."""
+def preset_config(
+    preset: Preset, *, steps: int, seed: int, device: str, evaluations: int | None = None
+) -> TrainConfig:
+    """The TrainConfig of a named size for a given step budget: ``evaluations`` (default: the
+    preset's) spread evenly over the steps and the warmup a fixed fraction of them."""
     return TrainConfig(
         model=preset.model,
         batch_size=preset.batch_size,
         steps=steps,
-        eval_every=max(1, steps // preset.evaluations),
+        eval_every=max(1, steps // (evaluations or preset.evaluations)),
         val_batches=preset.val_batches,
         warmup_steps=int(preset.warmup_fraction * steps),
         seed=seed,
@@ -145,7 +146,47 @@ def timed_step(
     return loss.item(), finished - backward_done, finished - started
 
 
-def train_one(
+def progress_bar(total: int, description: str, enabled: bool):
+    """A tqdm bar when tqdm is installed and ``enabled``, else a silent stand-in with the same
+    ``update``, ``set_postfix`` and ``close`` (tqdm is in the ``bench`` extra, not required)."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            pass
+        else:
+            return tqdm(total=total, desc=description, unit="step", leave=False)
+    return _SilentBar()
+
+
+class _SilentBar:
+    def update(self, n: int = 1) -> None:
+        """Nothing to show."""
+
+    def set_postfix(self, **values: object) -> None:
+        """Nothing to show."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def validation_set(
+    data: torch.Tensor, config: TrainConfig
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed evaluation batches of a validation stream under ``config``."""
+    return fixed_batches(
+        data, count=config.val_batches, batch_size=config.batch_size, seq_len=config.model.seq_len
+    )
+
+
+def build_model(config: TrainConfig, init: dict[str, torch.Tensor]) -> ByteTransformer:
+    """A model of ``config.model`` loaded from ``init``, on ``config.device``."""
+    model = ByteTransformer(config.model)
+    model.load_state_dict(init)
+    return model.to(config.device)
+
+
+def train_run(
     name: str,
     *,
     lr: float,
@@ -153,22 +194,20 @@ def train_one(
     corpus: Corpus,
     init: dict[str, torch.Tensor],
     progress: bool = True,
+    description: str = "",
+    keep_model: bool = False,
 ) -> dict:
-    """Train one optimizer; returns its losses, curve, state bytes, timings and notes.
+    """Train one optimizer for ``config.steps`` steps from ``init`` on ``corpus``.
 
-    Stops early (with a note) if the training loss becomes non-finite.
+    Returns the validation curve (step 0 included), the final validation loss (the curve's last
+    point), the mean training loss of the last ``final_loss_window`` steps, state bytes and
+    notes (construction warnings; a non-finite loss stops the run early with a note and a
+    final validation loss of inf). With ``keep_model``, the trained state_dict is under
+    "model_state".
     """
-    device = config.device
-    model = ByteTransformer(config.model)
-    model.load_state_dict(init)
-    model.to(device)
-    train_data, val_data = corpus.train.to(device), corpus.val.to(device)
-    val_set = fixed_batches(
-        val_data,
-        count=config.val_batches,
-        batch_size=config.batch_size,
-        seq_len=config.model.seq_len,
-    )
+    model = build_model(config, init)
+    train_data = corpus.train.to(config.device)
+    val_set = validation_set(corpus.val.to(config.device), config)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         optimizer = build_optimizer(
@@ -182,10 +221,8 @@ def train_one(
     generator = torch.Generator().manual_seed(config.seed)
     val_curve = [(0, evaluate(model, val_set))]
     train_losses: list[float] = []
-    step_seconds: list[float] = []
-    full_seconds: list[float] = []
     started = time.perf_counter()
-    bar = tqdm(total=config.steps, desc=f"{name:>10}", unit="step", disable=not progress)
+    bar = progress_bar(config.steps, description or name, progress)
     for step in range(1, config.steps + 1):
         x, y = random_batch(
             train_data,
@@ -193,41 +230,40 @@ def train_one(
             seq_len=config.model.seq_len,
             generator=generator,
         )
-        loss, step_s, full_s = timed_step(model, optimizer, x, y, device=device)
+        loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
         scheduler.step()
-        train_losses.append(loss)
-        step_seconds.append(step_s)
-        full_seconds.append(full_s)
-        diverged = not math.isfinite(loss)
-        if diverged or step % config.eval_every == 0 or step == config.steps:
-            val_curve.append((step, evaluate(model, val_set)))
-        if diverged:
+        train_losses.append(loss.item())
+        if not math.isfinite(train_losses[-1]):
             notes.append(f"training loss became non-finite at step {step}; stopped")
+            val_curve.append((step, math.inf))
             break
-        if step % 10 == 0 or val_curve[-1][0] == step:
-            bar.set_postfix(loss=f"{loss:.3f}", val=f"{val_curve[-1][1]:.3f}")
+        if step % config.eval_every == 0 or step == config.steps:
+            val_curve.append((step, evaluate(model, val_set)))
+            bar.set_postfix(loss=f"{train_losses[-1]:.3f}", val=f"{val_curve[-1][1]:.3f}")
         bar.update()
     bar.close()
     n_params = sum(p.numel() for p in model.parameters())
     nbytes = state_nbytes(optimizer)
     window = train_losses[-config.final_loss_window :]
-    return {
-        "name": name,
-        "status": "ran",
+    result = {
+        "lr": lr,
+        "seed": config.seed,
+        "steps": config.steps,
+        "steps_done": len(train_losses),
         "notes": notes,
         "optimizer_class": f"{type(optimizer).__module__}.{type(optimizer).__qualname__}",
-        "lr": lr,
-        "steps_done": len(train_losses),
         "n_params": n_params,
         "state_bytes": nbytes,
         "state_bytes_per_param": nbytes / n_params,
         "initial_val_loss": val_curve[0][1],
-        "final_val_loss": val_curve[-1][1],
-        "final_train_loss": sum(window) / len(window),
-        "first_train_loss": train_losses[0],
-        "opt_step_median_ms": 1e3 * statistics.median(step_seconds),
-        "full_step_median_ms": 1e3 * statistics.median(full_seconds),
+        "val_loss": val_curve[-1][1],
+        "train_loss": sum(window) / len(window),
         "wall_seconds": time.perf_counter() - started,
         "val_curve": val_curve,
-        "train_losses": train_losses,
     }
+    if keep_model:
+        result["model_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return result
