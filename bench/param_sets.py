@@ -11,18 +11,23 @@ from __future__ import annotations
 import torch
 
 
-def transformer_params(
-    blocks: int = 12, width: int = 768, *, dtype: torch.dtype = torch.float32, seed: int = 0
-) -> list[torch.nn.Parameter]:
-    """Parameters with random gradients attached (fixed seed)."""
-    generator = torch.Generator().manual_seed(seed)
+def transformer_shapes(blocks: int = 12, width: int = 768) -> list[tuple[int, ...]]:
+    """The parameter shapes of `transformer_params`, in order."""
     shapes: list[tuple[int, ...]] = []
     for _ in range(blocks):
         shapes += [(width, width)] * 4 + [(4 * width, width), (width, 4 * width)]
         shapes += [(width,)] * 4 + [(4 * width,)]
     shapes += [(width,)] * 2
+    return shapes
+
+
+def transformer_params(
+    blocks: int = 12, width: int = 768, *, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> list[torch.nn.Parameter]:
+    """Parameters with random gradients attached (fixed seed)."""
+    generator = torch.Generator().manual_seed(seed)
     params = []
-    for shape in shapes:
+    for shape in transformer_shapes(blocks, width):
         p = torch.nn.Parameter((0.02 * torch.randn(shape, generator=generator)).to(dtype))
         p.grad = (1e-3 * torch.randn(shape, generator=generator)).to(dtype)
         params.append(p)

@@ -26,7 +26,7 @@ def namespace(x):
 
 
 def _cpu_kernels() -> SimpleNamespace:
-    from . import _cpu_elementwise, _cpu_fused, _cpu_quant, _cpu_topk, _cpu_window
+    from . import _cpu_densify, _cpu_elementwise, _cpu_fused, _cpu_quant, _cpu_topk, _cpu_window
 
     return SimpleNamespace(
         quantize=_cpu_quant.quantize,
@@ -38,6 +38,7 @@ def _cpu_kernels() -> SimpleNamespace:
         window_adam=_cpu_window.window_adam_kernel,
         window_adam_apply=_cpu_window.window_adam_apply_kernel,
         ef_topk_requantize=_cpu_fused.ef_topk_requantize_kernel,
+        densify_from_error=_cpu_densify.densify_from_error_kernel,
         add_bf16=_cpu_elementwise.add_bf16_kernel,
         round_to_bf16=_cpu_elementwise.round_to_bf16_kernel,
         all_finite=_cpu_elementwise.all_finite_kernel,

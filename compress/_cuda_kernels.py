@@ -274,23 +274,25 @@ def zero_selected_kernel(x, indices, block_size, k_full, k_tail):
 
 
 @cuda.jit(device=True)
-def block_moments(values, values_kind, indices, rows, w1, w2, first, k, m_row, s_row, flags):
-    """Zero the scratch at the block's entries, then accumulate β^age-weighted sums (atomics)."""
+def block_moments(values, values_kind, indices, weights, first, k, m_row, s_row, flags):
+    """Zero the scratch at the block's entries, then accumulate β^age-weighted sums (atomics).
+    weights (3, valid rows) in the statistics' float type: the rows by age (newest first),
+    β1^age and β2^age."""
     tid = cuda.threadIdx.x
-    count = rows.size * k
+    count = weights.shape[1] * k
     for e in range(tid, count, cuda.blockDim.x):
-        j = indices[rows[e // k], first + e % k]
+        j = indices[int64(weights[0, e // k]), first + e % k]
         m_row[j] = 0.0
         s_row[j] = 0.0
         flags[j] = 0
     cuda.syncthreads()
     for e in range(tid, count, cuda.blockDim.x):
         a = e // k
-        r = rows[a]
+        r = int64(weights[0, a])
         j = indices[r, first + e % k]
         v = m_row.dtype.type(load_value(values[r], first + e % k, values_kind))
-        cuda.atomic.add(m_row, j, w1[a] * v)
-        cuda.atomic.add(s_row, j, w2[a] * v * v)
+        cuda.atomic.add(m_row, j, weights[1, a] * v)
+        cuda.atomic.add(s_row, j, weights[2, a] * v * v)
     cuda.syncthreads()
 
 
@@ -315,9 +317,7 @@ def window_adam_kernel(
     values,
     values_kind,
     indices,
-    rows,
-    w1,
-    w2,
+    weights,
     block_size,
     k_full,
     k_tail,
@@ -325,31 +325,22 @@ def window_adam_kernel(
     c2,
     eps,
     out,
-    m_scratch,
-    s_scratch,
+    moments,
     flags,
 ):
+    """weights as in `block_moments`; moments (2, workers, block_size): each thread block's M
+    and S rows; flags (workers, block_size)."""
     n_blocks = (out.size + block_size - 1) // block_size
     w = cuda.blockIdx.x
+    m_row = moments[0, w]
+    s_row = moments[1, w]
     for b in range(w, n_blocks, cuda.gridDim.x):
         first = b * k_full
         k = block_k(b, n_blocks, k_full, k_tail)
-        block_moments(
-            values,
-            values_kind,
-            indices,
-            rows,
-            w1,
-            w2,
-            first,
-            k,
-            m_scratch[w],
-            s_scratch[w],
-            flags[w],
-        )
-        for e in range(cuda.threadIdx.x, rows.size * k, cuda.blockDim.x):
-            j = indices[rows[e // k], first + e % k]
-            out[b * block_size + j] = adam_direction(m_scratch[w], s_scratch[w], j, c1, c2, eps)
+        block_moments(values, values_kind, indices, weights, first, k, m_row, s_row, flags[w])
+        for e in range(cuda.threadIdx.x, weights.shape[1] * k, cuda.blockDim.x):
+            j = indices[int64(weights[0, e // k]), first + e % k]
+            out[b * block_size + j] = adam_direction(m_row, s_row, j, c1, c2, eps)
         cuda.syncthreads()
 
 
@@ -358,9 +349,7 @@ def window_adam_apply_kernel(
     values,
     values_kind,
     indices,
-    rows,
-    w1,
-    w2,
+    weights,
     block_size,
     k_full,
     k_tail,
@@ -371,14 +360,15 @@ def window_adam_apply_kernel(
     param,
     param_kind,
     decay,
-    m_scratch,
-    s_scratch,
+    moments,
     flags,
 ):
     """param *= decay over the block, then param -= lr·u once per support coordinate: the first
-    thread to flip its flag applies."""
+    thread to flip its flag applies. weights, moments and flags as in `window_adam_kernel`."""
     n_blocks = (param.size + block_size - 1) // block_size
     w = cuda.blockIdx.x
+    m_row = moments[0, w]
+    s_row = moments[1, w]
     for b in range(w, n_blocks, cuda.gridDim.x):
         first = b * k_full
         k = block_k(b, n_blocks, k_full, k_tail)
@@ -391,26 +381,14 @@ def window_adam_apply_kernel(
                     x = np.float32(load_value(param, i, param_kind)) * np.float32(decay)
                     store_value(param, i, x, param_kind)
             cuda.syncthreads()
-        block_moments(
-            values,
-            values_kind,
-            indices,
-            rows,
-            w1,
-            w2,
-            first,
-            k,
-            m_scratch[w],
-            s_scratch[w],
-            flags[w],
-        )
-        for e in range(cuda.threadIdx.x, rows.size * k, cuda.blockDim.x):
-            j = indices[rows[e // k], first + e % k]
+        block_moments(values, values_kind, indices, weights, first, k, m_row, s_row, flags[w])
+        for e in range(cuda.threadIdx.x, weights.shape[1] * k, cuda.blockDim.x):
+            j = indices[int64(weights[0, e // k]), first + e % k]
             if cuda.atomic.cas(flags[w], j, 0, 1) == 0:
                 if (param_kind == 0 and param.itemsize == 8) or eps < NARROW_MIN_EPS:
-                    u = adam_direction(m_scratch[w], s_scratch[w], j, c1, c2, eps)
+                    u = adam_direction(m_row, s_row, j, c1, c2, eps)
                 else:
-                    u = narrow_direction(m_scratch[w], s_scratch[w], j, c1, c2, eps)
+                    u = narrow_direction(m_row, s_row, j, c1, c2, eps)
                 i = b * block_size + j
                 if param_kind == 0:
                     param[i] = param[i] - lr * param.dtype.type(u)
@@ -520,3 +498,57 @@ def round_to_bf16_kernel(src, bits):
     i = cuda.grid(1)
     if i < src.size:
         bits[i] = f32_to_bf16_bits(src[i])
+
+
+@cuda.jit
+def densify_from_error_kernel(codes, lo, hi, bits, bucket, bounds_bf16, step, keep, param, kind):
+    """One thread per bucket (whole bytes: 4-bit buckets are even): param[e] -= step·q[e] for the
+    decoded error q, then the bucket is requantized from keep·q (a second decode from the old
+    bounds, kept in registers; each 4-bit byte is read before it is rewritten)."""
+    b = cuda.grid(1)
+    if b >= lo.size:
+        return
+    start = b * bucket
+    n = min(bucket, param.size - start)
+    max_code = (1 << bits) - 1
+    _, unscale, base, q_step, _ = bucket_steps(
+        load_bound(lo, b, bounds_bf16), load_bound(hi, b, bounds_bf16), max_code
+    )
+    new_lo = np.float32(np.inf)
+    new_hi = np.float32(-np.inf)
+    for j in range(n):
+        e = start + j
+        q = dequant_value(read_code(codes, e, bits), q_step, base, unscale)
+        if kind == 0:
+            param[e] = param[e] - step * param.dtype.type(q)
+        else:
+            x = np.float32(load_value(param, e, kind))
+            store_value(param, e, x - step * q, kind)
+        r = keep * q
+        new_lo = min(new_lo, r)
+        new_hi = max(new_hi, r)
+    if bounds_bf16:
+        lo_bits = f32_to_bf16_bits_outward(new_lo, False)
+        hi_bits = f32_to_bf16_bits_outward(new_hi, True)
+        lo[b] = lo_bits
+        hi[b] = hi_bits
+        new_lo = bf16_bits_to_f32(lo_bits)
+        new_hi = bf16_bits_to_f32(hi_bits)
+    else:
+        lo[b] = new_lo
+        hi[b] = new_hi
+    scale, _, new_base, _, inv_step = bucket_steps(new_lo, new_hi, max_code)
+    half = np.float32(0.5)
+    per_byte = 1 if bits == 8 else 2
+    for j in range(0, n, per_byte):
+        e = start + j
+        q = dequant_value(read_code(codes, e, bits), q_step, base, unscale)
+        c = quant_code(keep * q, scale, new_base, inv_step, half, max_code)
+        if bits == 8:
+            codes[e] = c
+        else:
+            pair = 0
+            if j + 1 < n:
+                q = dequant_value(read_code(codes, e + 1, bits), q_step, base, unscale)
+                pair = quant_code(keep * q, scale, new_base, inv_step, half, max_code)
+            codes[e >> 1] = (c << 4) | pair

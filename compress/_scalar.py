@@ -28,10 +28,16 @@ def bf16_bits_to_f32_py(bits):
 
 
 def f32_to_bf16_bits_py(x):
-    """float32 -> bfloat16 bits, round to nearest even; NaN stays NaN (quiet bit set)."""
+    """float32 (or float64, rounded to float32 first) -> bfloat16 bits, round to nearest even;
+    NaN stays NaN (quiet bit set), ±Inf stays ±Inf, and a finite x that would round past bf16's
+    largest finite value (|x| >= 3.3962e38, float64 values beyond float32's range included)
+    saturates at ±3.3895e38 instead of becoming ±Inf (x − x == 0 tells a finite x from ±Inf)."""
     u = np.float32(x).view(np.uint32)
-    if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+    a = u & np.uint32(0x7FFFFFFF)
+    if a > np.uint32(0x7F800000):
         return np.uint16((u >> np.uint32(16)) | np.uint32(0x40))
+    if a >= np.uint32(0x7F7F8000) and x - x == 0:
+        return np.uint16(((u >> np.uint32(16)) & np.uint32(0x8000)) | np.uint32(0x7F7F))
     lsb = (u >> np.uint32(16)) & np.uint32(1)
     return np.uint16((u + np.uint32(0x7FFF) + lsb) >> np.uint32(16))
 

@@ -135,6 +135,23 @@ def finite(x, name: str) -> None:
         raise ValueError(f"{name} must be finite (no NaN or Inf)")
 
 
+def ordered_bounds(lo, hi, name: str) -> None:
+    """Raise ValueError unless every bucket's bounds are finite with lo <= hi (uint16 arrays are
+    bf16 bits): a decode of lo > hi or of a non-finite bound would be garbage or NaN. One read of
+    the bounds (n/bucket elements)."""
+    xp = namespace(lo)
+    if lo.dtype == np.uint16:
+        lo, hi = ((b.astype(np.uint32) << np.uint32(16)).view(np.float32) for b in (lo, hi))
+    with np.errstate(invalid="ignore"):
+        ok = bool(xp.all(xp.isfinite(lo) & xp.isfinite(hi) & (lo <= hi)))
+    if not ok:
+        bad = int(xp.argmin(xp.isfinite(lo) & xp.isfinite(hi) & (lo <= hi)))
+        raise ValueError(
+            f"{name} bounds must be finite with lo <= hi in every bucket, got "
+            f"lo={float(lo[bad])}, hi={float(hi[bad])} in bucket {bad}"
+        )
+
+
 def storage(x):
     """(array for the kernels, storage kind): uint16 is bf16 bits; float16 travels as its bits."""
     if x.dtype == np.uint16:

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import _validate
 from ._backend import kernels
-from .quantization import Quantized, dequantize, quantize
+from .quantization import Quantized, decode_checked_store, quantize
 
 
 @dataclass
@@ -26,8 +26,11 @@ class ErrorFeedback:
 
     @classmethod
     def quantized(cls, q: Quantized) -> ErrorFeedback:
+        """A store over q, whose bounds are checked here once (finite, lo <= hi per bucket):
+        `add_to` then decodes without reading them again, and `store` writes ordered ones."""
         _validate.instance(q, Quantized, "q")
         q.check("q")
+        _validate.ordered_bounds(q.lo, q.hi, "q")
         return cls(quantized_store=q)
 
     @property
@@ -52,18 +55,25 @@ class ErrorFeedback:
         self._check(buf, "buf")
         q = self.quantized_store
         if q is not None:
-            return dequantize(q, out=buf, add=True)
+            return decode_checked_store(q, out=buf, add=True)
         if self.dense_store.dtype == np.uint16:
             kernels(buf).add_bf16(self.dense_store, buf)
         else:
             buf += self.dense_store
         return buf
 
-    def store(self, residual) -> None:
+    def store(self, residual, *, check_finite: bool = True) -> None:
         """Replace the stored error with residual (quantized for a quantized store; bf16 rounds
         to nearest even). A float64 residual is rounded to float32 before a quantized store
-        (one temporary; that rounding is ~1e6 times below a 4- or 8-bit step)."""
+        (one temporary; that rounding is ~1e6 times below a 4- or 8-bit step).
+
+        A residual holding NaN or ±Inf is refused (ValueError, the store unchanged), as
+        `quantize` refuses it: a quantized store would decode it as finite garbage. The check is
+        one read pass; check_finite=False skips it for a residual known to be finite.
+        """
         self._check(residual, "residual")
+        if check_finite:
+            _validate.finite(residual, "residual")
         q = self.quantized_store
         if q is not None:
             if residual.dtype == np.float64:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import _validate
 from ._backend import kernels, namespace
+from ._cpu_densify import CHUNK_BUCKETS
 from .quantization import Quantized
 from .topk import block_counts, counts_of, key_format
 from .window import SparseWindow
@@ -19,7 +22,6 @@ def ef_topk_requantize(
     density: float,
     scale: float = 1.0,
     check_finite: bool = False,
-    validate: bool = True,
 ) -> None:
     """Per block: a = scale·grad + decode(error); top-k of |a| into window row `window.cursor`
     (window's value dtype, block-relative int16 indices, ascending); a[selected] = 0;
@@ -31,21 +33,18 @@ def ef_topk_requantize(
     for bit, but reads grad once and the error codes once (block scratch stays in cache).
     Does not advance the cursor. grad: float32, float64, float16 or uint16 (bf16 bits).
     window.block_size must be a multiple of error.bucket (an even bucket for 4-bit codes).
-    check_finite=True checks grad (one extra read) before any state is modified.
-    validate=False skips every argument check (about 20 µs per call): only for arguments built
-    from a state the caller created and checked itself, as the MicroAdam optimizer does; bad
-    arguments then corrupt memory instead of raising.
+    check_finite=True checks grad (one extra read) before any state is modified. Every argument
+    is checked (about 20 µs per call) before anything is written.
     """
-    if validate:
-        _validate.instance(error, Quantized, "error")
-        _validate.instance(window, SparseWindow, "window")
-        error.check("error")
-        if window.block_size % error.bucket != 0 or (error.bits == 4 and error.bucket % 2):
-            raise ValueError(
-                f"window.block_size must be a multiple of error.bucket (an even bucket for 4-bit "
-                f"codes), got block_size {window.block_size} and bucket {error.bucket}"
-            )
-    _select_into_window(grad, error, window, density, scale, check_finite, validate)
+    _validate.instance(error, Quantized, "error")
+    _validate.instance(window, SparseWindow, "window")
+    error.check("error")
+    if window.block_size % error.bucket != 0 or (error.bits == 4 and error.bucket % 2):
+        raise ValueError(
+            f"window.block_size must be a multiple of error.bucket (an even bucket for 4-bit "
+            f"codes), got block_size {window.block_size} and bucket {error.bucket}"
+        )
+    _select_into_window(grad, error, window, density, scale, check_finite, validate=True)
 
 
 def window_topk(
@@ -55,21 +54,30 @@ def window_topk(
     density: float,
     scale: float = 1.0,
     check_finite: bool = False,
-    validate: bool = True,
 ) -> None:
     """Block top-k of |scale·grad| into window row `window.cursor`, with no error feedback:
     `ef_topk_requantize` without its error store (what is not selected is dropped).
 
     Same kernel, same selection rule and value rounding; reads grad once and writes only the
     row. grad: float32, float64, float16 or uint16 (bf16 bits). Does not advance the cursor.
-    validate as in `ef_topk_requantize`.
+    Every argument is checked, as in `ef_topk_requantize`.
     """
-    _select_into_window(grad, None, window, density, scale, check_finite, validate)
+    _select_into_window(grad, None, window, density, scale, check_finite, validate=True)
+
+
+def unchecked_select_into_window(
+    grad, error: Quantized | None, window: SparseWindow, *, density: float, scale: float
+) -> None:
+    """`ef_topk_requantize` (error given) or `window_topk` (error None) without any argument
+    check: private to the MicroAdam optimizer, whose state arrays were built by it or checked on
+    load and whose parameter sizes are checked against them before each step (the checks cost
+    about 20 µs per call). Not exported: wrong arguments here write outside the arrays."""
+    _select_into_window(grad, error, window, density, scale, False, validate=False)
 
 
 def _select_into_window(grad, error, window, density, scale, check_finite, validate) -> None:
-    """Validate (unless told not to), then run the fused kernel with (error given) or without
-    error feedback."""
+    """Validate (`validate`), then run the fused kernel with (error given) or without error
+    feedback."""
     n = grad.size
     if validate:
         _validate.vector(grad, "grad", (np.float32, np.float64, np.float16, np.uint16))
@@ -123,4 +131,44 @@ def _select_into_window(grad, error, window, density, scale, check_finite, valid
         window.indices[row],
         error is not None,
         backend.n_workers(counts.n_blocks),
+    )
+
+
+def densify_from_error(error: Quantized, param, *, alpha: float, lr: float) -> None:
+    """MicroAdam's densifying option: param −= lr·α·q, then error = quantize((1 − α)·q), where
+    q = decode(error) is the remainder top-k left out (ISTA-DASLab-Optimizers' `alpha`, labelled
+    there for pre-training; docs/microadam.md). α = 0 is not allowed here: skip the call.
+
+    param: float32, float64, float16 or uint16 (bf16 bits), the error's length; the update runs
+    in the parameter's float type (bf16/f16 in float32, rounded to nearest even), the
+    requantization exactly as `quantize` (round half up, bf16 bounds rounded outward).
+    alpha in (0, 1), lr finite and >= 0. Cost: one read and write of the error codes and of the
+    parameter, per chunk of buckets in a cache-sized scratch (no buffer of the parameter's size).
+    """
+    _validate.instance(error, Quantized, "error")
+    error.check("error")
+    _validate.vector(param, "param", (np.float32, np.float64, np.float16, np.uint16))
+    if param.size != error.length:
+        raise ValueError(f"param and error lengths must agree, got {param.size}, {error.length}")
+    if not 0.0 < _validate.real(alpha, "alpha") < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if not 0.0 <= _validate.real(lr, "lr") < math.inf:
+        raise ValueError(f"lr must be finite and >= 0, got {lr}")
+    if error.bits == 4 and error.bucket % 2:
+        raise ValueError(f"error.bucket must be even for 4-bit codes, got {error.bucket}")
+    param_view, param_kind = _validate.storage(param)
+    step = lr * alpha
+    backend = kernels(param)
+    backend.densify_from_error(
+        error.codes,
+        error.lo,
+        error.hi,
+        error.bits,
+        error.bucket,
+        error.lo.dtype == np.uint16,
+        np.float64(step) if param.dtype == np.float64 else np.float32(step),
+        np.float32(1.0 - alpha),
+        param_view,
+        param_kind,
+        backend.n_workers(max(1, -(-error.n_buckets // CHUNK_BUCKETS))),
     )

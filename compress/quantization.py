@@ -155,11 +155,22 @@ def quantize(
 
 def dequantize(q: Quantized, *, out=None, add: bool = False):
     """Decode q: x̂ = code·step + lo per bucket (hi == lo decodes to lo exactly; -0.0 as +0.0).
+    Bounds that are not finite or have lo > hi in some bucket are refused (ValueError).
 
     With add=True, out += x̂ in place (error feedback without a temporary). out: float32 or
     float64 (float32 by default). Cost: reads bits/8 B/elem, writes (and with add reads) out.
     """
     _validate.instance(q, Quantized, "q")
+    q.check("q")
+    _validate.ordered_bounds(q.lo, q.hi, "q")
+    return decode_checked_store(q, out=out, add=add)
+
+
+def decode_checked_store(q: Quantized, *, out=None, add: bool = False):
+    """`dequantize` without the read of every bucket's bounds, for a store whose bounds are
+    known to be ordered (written by `quantize`, or checked once when it was taken in, as
+    `ErrorFeedback.quantized` does): on a GPU that read would wait for the device. Shapes and
+    `out` are still checked, so no call reads or writes out of bounds."""
     q.check("q")
     if out is None:
         if add:

@@ -112,9 +112,10 @@ def _statistics_args(
                 raise ValueError(f"{name} must be in [0, 1), got {beta}")
         if not 0.0 < _validate.real(eps, "eps") < math.inf:
             raise ValueError(f"eps must be finite and > 0, got {eps}")
-    xp = namespace(window.values)
+    # Host arrays for every kernel set: the GPU one uploads them as one cached table
+    # (compress._gpu), not three copies per call.
     cached = _host_weights(min(int(t), window.m), int(window.cursor), window.m, beta1, beta2)
-    rows, w1, w2 = (xp.asarray(array) if xp is not np else array.copy() for array in cached)
+    rows, w1, w2 = (array.copy() for array in cached)
     c1 = np.float64((1.0 - beta1) / (1.0 - beta1**t))
     c2 = np.float64((1.0 - beta2) / (1.0 - beta2**t))
     return rows, w1, w2, c1, c2, np.float64(eps)
@@ -136,7 +137,6 @@ def window_adam(
     beta2: float,
     eps: float,
     out,
-    check_indices: bool = True,
 ):
     """u = c1·M / (sqrt(c2·S) + eps) on the window's support, written into dense `out`.
 
@@ -144,11 +144,11 @@ def window_adam(
     (min(t, m); newest row = cursor - 1), c1 = (1-β1)/(1-β1^t), c2 = (1-β2)/(1-β2^t); eps > 0.
     Entries of `out` off the support are left untouched (pass a zeroed buffer for the dense u).
     Accumulation per block in a block-local float64 scratch (M, S, c1, c2, eps and u are float64
-    for every window dtype, so no finite value overflows); cost O(m·k), not O(d).
-    check_indices=False skips the O(m·k) index range check (`SparseWindow.check`): only for a
-    window whose indices were written by `topk_blocks`/`ef_topk_requantize` or already checked.
+    for every window dtype, so no finite value overflows); cost O(m·k), not O(d), including the
+    O(m·k) range check of the window's indices (`SparseWindow.check`) that keeps every read in
+    bounds.
     """
-    rows, w1, w2, c1, c2, eps_typed = _statistics_args(window, t, beta1, beta2, eps, check_indices)
+    rows, w1, w2, c1, c2, eps_typed = _statistics_args(window, t, beta1, beta2, eps, True)
     _validate.vector(out, "out", (np.float32, np.float64))
     if out.size != window.length:
         raise ValueError(f"out must have length {window.length}, got {out.size}")
@@ -182,8 +182,6 @@ def window_adam_apply(
     lr: float,
     param,
     decay: float = 1.0,
-    check_indices: bool = True,
-    validate: bool = True,
 ):
     """param *= decay, then param -= lr·u on the window's support only (u as in `window_adam`),
     once per coordinate.
@@ -196,10 +194,36 @@ def window_adam_apply(
     Cost: O(m·k) for the statistics (the block-local scratch is touched only at selected
     indices) plus, on CPU, one sequential read-and-write pass over each block of param, with or
     without decay: the scattered updates then hit cache lines already written instead of
-    waiting on memory one by one (see `_cpu_window.window_adam_apply_kernel`).
-    check_indices as in `window_adam`. validate=False skips every argument check, as in
-    `ef_topk_requantize` (only for arguments built from a state the caller checked itself).
+    waiting on memory one by one (see `_cpu_window.window_adam_apply_kernel`). The window's
+    indices are range-checked as in `window_adam`.
     """
+    return _window_adam_apply(
+        window, t, beta1, beta2, eps, lr, param, decay, check_indices=True, validate=True
+    )
+
+
+def unchecked_window_adam_apply(
+    window: SparseWindow,
+    t: int,
+    *,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    lr: float,
+    param,
+    decay: float = 1.0,
+):
+    """`window_adam_apply` without any argument check (the index range check included):
+    private to the MicroAdam optimizer, whose window was written by the kernels or checked on
+    load and whose parameter sizes are checked against it before each step (the checks cost
+    about 40 µs per call). Not exported: wrong arguments here write outside the arrays."""
+    return _window_adam_apply(
+        window, t, beta1, beta2, eps, lr, param, decay, check_indices=False, validate=False
+    )
+
+
+def _window_adam_apply(window, t, beta1, beta2, eps, lr, param, decay, check_indices, validate):
+    """`window_adam_apply`, its argument checks run only with `validate`."""
     rows, w1, w2, c1, c2, eps_typed = _statistics_args(
         window, t, beta1, beta2, eps, check_indices, validate
     )

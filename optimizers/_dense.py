@@ -20,7 +20,7 @@ def init_dense_state(param: torch.Tensor) -> dict[str, torch.Tensor]:
     """Zero moments and a zero step count."""
     dtype = dense_state_dtype(param)
     return {
-        "step": torch.zeros((), dtype=torch.int64, device=param.device),
+        "step": torch.zeros((), dtype=torch.int64),  # host memory, as torch.optim's
         "exp_avg": torch.zeros(param.shape, dtype=dtype, device=param.device),
         "exp_avg_sq": torch.zeros(param.shape, dtype=dtype, device=param.device),
     }

@@ -34,21 +34,21 @@ update (inner dimension r folded, 2r unfolded): 10·m·n·r flops with the dense
 a quantized one, 8·m·n·r without error feedback; full-size memory traffic: three reads of a, one
 read-write of e (when kept) and one of W. The QR (m×r) is torch's Householder QR on one thread
 (`householder_q`); products are in the work dtype (float32 or float64): the three with the full
-matrix a and r columns (`thin_product`), the two full-size updates and the small C·m and (C∘C)·v̂
-(`add_product`, `rank_product`) on randla's CPU kernels (`_tiles`, `_thin`) where they apply
-(CPU, large enough, inner dimension ≤ 288), the rest torch.mm/addmm_. The r×n moment arithmetic
-runs in two Numba loops on CPU (`_ldadam_kernels`), as torch operations elsewhere.
+matrix a and r columns, the full-size updates of e and W and the small C·m and (C∘C)·v̂ are each
+one torch.mm/addmm (BLAS; transposed views are passed as gemm's transpose flags, not copied;
+scalings ride in gemm's α and β). The r×n moment arithmetic runs in two Numba loops on CPU
+(`_ldadam_kernels`), as torch operations elsewhere.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
+
 import torch
 
 import randla
 
 from . import _ldadam_kernels as _kernels
-from ._products import add_product, rank_product, thin_product
 from ._views import array_view
 
 EXACT_SVD_MAX_SIDE = 512
@@ -86,50 +86,25 @@ def warm_subspace_iteration(
 
     Cost: 4·m·n·r + 2·(m+n)·r² flops, two reads of a, one m×r QR (`householder_q`).
     """
-    z = thin_product(a, basis, transpose_a=True).mul_(c2).add_(exp_avg.t(), alpha=c1)
-    y = thin_product(a, z).mul_(c2)
+    z = torch.mm(a.t(), basis).mul_(c2).add_(exp_avg.t(), alpha=c1)
+    y = torch.mm(a, z).mul_(c2)
     y.addmm_(basis, torch.mm(exp_avg, z), alpha=c1)
     return householder_q(y)
 
 
-def all_finite(y: torch.Tensor) -> bool:
-    """Whether every entry of y is finite. On CPU through numpy on a zero-copy view: a finite
-    sum proves it (an overflowing sum of finite entries falls back to the elementwise test). A
-    torch op here, right after the Numba kernels' parallel region, waits for torch's own pool:
-    75 µs for 768×64, against about 10 µs."""
-    if y.device.type != "cpu":
-        return bool(torch.isfinite(y).all())
-    values = array_view(y)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(values.sum())) or bool(np.isfinite(values).all())
-
-
 def householder_q(y: torch.Tensor) -> torch.Tensor:
-    """Q of y's economic Householder QR (LAPACK geqrf + orgqr through torch.linalg.qr), on one
-    torch thread for CPU tensors. A non-finite y raises ValueError (LAPACK would spread it
-    through the basis into every state tensor and the weights).
+    """Q of y's economic Householder QR (LAPACK geqrf + orgqr through torch.linalg.qr).
+
+    y is finite without a check (none that would read a device value per matrix): the step's
+    gradients passed the finite screen and `range_exponent` scales inputs that could overflow
+    the products before they reach here.
 
     The algorithm of randla.orthonormalize(method="qr"), called on the torch tensor itself: no
-    round trip through a Fortran-ordered numpy copy. One thread because inside the step the
-    Numba kernels' pool has just run on every core and a second LAPACK thread only spins against
-    it (the same reason as randla's `one_busy_pool`); the thread count is process-wide while the
-    QR runs and is restored after it. Rank 64, the 12 QRs of 768×64 in bench/test_bench_ldadam.py's
-    step on the 2-core development machine: 5.1 ms through randla, 5.2 ms with torch on two
-    threads, 3.8 ms on one (the step 53.3-53.9 against 55.3-56.0 ms, in-process alternation).
+    round trip through a Fortran-ordered numpy copy. It runs on torch's thread pool as the user
+    configured it: a step changes no thread count, which another Python thread would see
+    (docs/threads.md).
     """
-    if not all_finite(y):
-        raise ValueError(
-            f"LDAdam's subspace iteration produced NaN or Inf (the {tuple(y.shape)} block before "
-            "its QR): g + e or the first moment is beyond the range of the work dtype"
-        )
-    if y.device.type != "cpu":
-        return torch.linalg.qr(y).Q
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return torch.linalg.qr(y).Q
-    finally:
-        torch.set_num_threads(threads)
+    return torch.linalg.qr(y).Q
 
 
 def fused_moments(exp_avg: torch.Tensor, projected: torch.Tensor) -> bool:
@@ -183,7 +158,7 @@ def ldadam_matrix_step(
         fold = k
         held = float(error_fold)
         if t > 0 and held != k:  # β1 changed, or a buffer saved unfolded: fold it with this k
-            add_product(residual, basis, exp_avg, alpha=k - held)
+            residual.addmm_(basis, exp_avg, alpha=k - held)
     if t == 0:
         new_basis = initial_basis(residual, basis.shape[1], rng=rng)
     else:
@@ -191,23 +166,21 @@ def ldadam_matrix_step(
         new_basis = warm_subspace_iteration(
             residual, basis, exp_avg, c1=rho / bias1 - (1.0 - rho) * fold, c2=1.0 - rho
         )
-    # g̃ + κ·m̃ (r×n), row-major for the moment loops (a copy only where the product is written
-    # n×r row-major: A·X on the register tile, for side "right")
-    projected = thin_product(residual, new_basis, transpose_a=True).t().contiguous()
+    projected = torch.mm(new_basis.t(), residual)  # g̃ + κ·m̃ (r×n), row-major
 
     if t > 0:
         change = torch.mm(new_basis.t(), basis)
-        moved_avg = rank_product(change, exp_avg)
+        moved_avg = torch.mm(change, exp_avg)
     if keep_error and error_fold is None:
         if t == 0:
-            add_product(residual, new_basis, projected, alpha=-1.0)
+            residual.addmm_(new_basis, projected, alpha=-1.0)
         else:
             both_bases = torch.cat((basis, new_basis), dim=1)
             rank = basis.shape[1]
             both_moments = exp_avg.new_empty(2 * rank, exp_avg.shape[1])
             torch.mul(exp_avg, k, out=both_moments[:rank])
             torch.mul(moved_avg, -k, out=both_moments[rank:]).sub_(projected)
-            add_product(residual, both_bases, both_moments)
+            residual.addmm_(both_bases, both_moments)
     fused = fused_moments(exp_avg, projected)
     typed = array_view(exp_avg).dtype.type if fused else float
     if t > 0:
@@ -221,7 +194,7 @@ def ldadam_matrix_step(
             )
         else:
             exp_avg_sq.div_(bias2).addcmul_(exp_avg, exp_avg, value=-1.0 / bias1**2)
-        exp_avg_sq.copy_(rank_product(change.square_(), exp_avg_sq))
+        exp_avg_sq.copy_(torch.mm(change.square_(), exp_avg_sq))
 
     step += 1
     bias1_next = 1.0 - beta1 ** (t + 1)
@@ -256,7 +229,92 @@ def ldadam_matrix_step(
         if feedback is not None:
             torch.mul(exp_avg, fold, out=feedback).sub_(projected)
     if feedback is not None:
-        add_product(residual, new_basis, feedback)
+        residual.addmm_(new_basis, feedback)
         error_fold.fill_(fold)
-    add_product(weight, new_basis, direction, beta=1.0 - lr * weight_decay, alpha=-lr / bias1_next)
+    weight.addmm_(new_basis, direction, beta=1.0 - lr * weight_decay, alpha=-lr / bias1_next)
     basis.copy_(new_basis)
+
+
+# ----------------------------------------------------------------- finite spikes
+# A finite gradient of any size must not overflow the step: the products of the subspace
+# iteration grow as |a|², the second moment as g̃². LDAdam's direction m/(sqrt(v) + ε) is unchanged
+# when a, e and m are scaled by 2^-x, v by 4^-x and ε by 2^-x, and power-of-two scalings are exact,
+# so a step whose inputs could overflow runs on scaled inputs and its outputs are scaled back.
+
+RANGE_SLACK_BITS = 8
+"""Bits kept free beside the bound of `range_exponent` (the products' constant factors)."""
+
+
+def range_exponent(
+    peaks: tuple[float, float, float, float],
+    *,
+    shape: tuple[int, int],
+    rank: int,
+    beta1: float,
+    beta2: float,
+    fold_gap: float,
+    dtype: torch.dtype,
+) -> int:
+    """x ≥ 0 such that one step on a·2^-x, m·2^-x, v·4^-x stays below 2^(maxexp − 2) of `dtype`
+    everywhere; 0 (nothing scaled: the step as written) when the unscaled one does.
+
+    peaks = (max|g|, max|e|, max|m|, max v) before the step (e the error store as kept, folded
+    or not); fold_gap = |k − κ| when the dense buffer is refolded this step (else 0); shape the
+    m×n work matrix. Bound, in log2: L = max(log2‖a‖_F, log2(2/(1−β1)·‖m‖_F), log2 sqrt(‖v‖_F·…))
+    with ‖·‖_F ≤ sqrt(numel)·max, |a| ≤ max|g| + max|e| + fold_gap·sqrt(r)·max|m|; every product
+    of the step (Bᵀ P, B Z, g̃², v/(1−β2^t), m²/(1−β1^t)², (C∘C)·v) is below
+    2^(2L + slack), slack = log2(r/((1−β1)²(1−β2))) + RANGE_SLACK_BITS. Ordinary gradients are
+    ~40 bits below the float32 limit, so the exponent is 0 for them. Cost: none (host numbers).
+    """
+    peak_g, peak_e, peak_m, peak_v = peaks
+    rows, cols = shape
+    # the bound on |a| summed at 2^-64, so that float64 peaks near its largest cannot overflow
+    low = 2.0**-64
+    peak_a = peak_g * low + peak_e * low + fold_gap * math.sqrt(rank) * (peak_m * low)
+    logs = []
+    if peak_a > 0:
+        logs.append(math.log2(peak_a) + 64.0 + 0.5 * math.log2(rows * cols))
+    if peak_m > 0:
+        logs.append(
+            math.log2(peak_m) + 0.5 * math.log2(rank * cols) + math.log2(2.0 / (1.0 - beta1))
+        )
+    if peak_v > 0:
+        logs.append(0.5 * (math.log2(peak_v) + math.log2(rank * cols)))
+    if not logs:
+        return 0
+    bound = max(logs)
+    slack = (
+        math.log2(rank) - 2.0 * math.log2(1.0 - beta1) - math.log2(1.0 - beta2) + RANGE_SLACK_BITS
+    )
+    room = math.frexp(torch.finfo(dtype).max)[1] - 2
+    if 2.0 * bound + slack <= room:
+        return 0
+    return max(1, math.ceil(bound - (room - slack) / 2.0))
+
+
+def times_power_of_two(t: torch.Tensor, exponent: int) -> torch.Tensor:
+    """t·2^exponent in place, exact unless a result leaves the normal range: multiplications by
+    2^±96 at most, each factor representable in float32."""
+    while exponent:
+        part = max(-96, min(96, exponent))
+        t.mul_(2.0**part)
+        exponent -= part
+    return t
+
+
+def restore_range(scaled: list[tuple[torch.Tensor, int]], exponent: int) -> int:
+    """Scale each tensor t (power p: t·2^(p·x) is its true value) back by 2^(p·x') in place, with
+    x' = x unless a true value would exceed 2^(maxexp − 2): then x' < x is the largest that keeps
+    every tensor below it, the same for all, so ratios such as m/sqrt(v) (the update direction)
+    are kept and the state holds the spike shrunk by 2^(x − x') rather than Inf. Returns x'.
+    Cost: one max pass over each tensor."""
+    restored = exponent
+    for t, power in scaled:
+        peak = float(t.abs().max()) if t.numel() else 0.0
+        if peak > 0:
+            room = math.frexp(torch.finfo(t.dtype).max)[1] - 2 - math.log2(peak)
+            restored = min(restored, math.floor(room / power))
+    restored = max(0, restored)
+    for t, power in scaled:
+        times_power_of_two(t, power * restored)
+    return restored

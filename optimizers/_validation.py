@@ -98,7 +98,9 @@ def betas(count: int = 2) -> Check:
 COMMON_CHECKS: dict[str, Check] = {
     "lr": in_range(0.0, math.inf),
     "betas": betas(),
-    "eps": in_range(0.0, math.inf),
+    # eps > 0 for every optimizer: with eps = 0 a zero second moment divides 0 by 0 (a parameter
+    # whose gradient is zero on a coordinate, a zero MicroAdam window entry, a zero LDAdam row).
+    "eps": in_range(0.0, math.inf, low_open=True, high_open=True),
     "weight_decay": in_range(0.0, math.inf),
     "maximize": flag,
     "nonfinite": one_of("raise", "skip"),

@@ -43,7 +43,6 @@ import randla
 from . import _adapprox_kernels as _kernels
 from ._base import SmallStateOptimizer
 from ._dense import dense_adamw_step, dense_state_dtype, init_dense_state
-from ._products import add_product
 from ._validation import COMMON_CHECKS, flag, in_range, integer, one_of, optional
 from ._views import array_view, mark_written
 
@@ -77,14 +76,23 @@ def takes_factored_path(shape: torch.Size | tuple[int, ...], group: dict[str, An
     return min(m, n) >= DEFAULT_MIN_SIDE and (m + n) * min(group["k_max"], m, n) < m * n
 
 
+def _add_scaled(target: torch.Tensor, source: torch.Tensor, factor: float | torch.Tensor) -> None:
+    """target += factor·source in place; factor a Python number or a 0-d tensor on target's
+    device (a scale computed there: no host read)."""
+    if torch.is_tensor(factor):
+        target.addcmul_(source, factor)
+    else:
+        target.add_(source, alpha=factor)
+
+
 def _apply_update(
     param: torch.Tensor,
     direction: torch.Tensor,
-    step_size: float,
+    step_size: float | torch.Tensor,
     decay: float,
     scratch: torch.Tensor,
 ) -> None:
-    """param ← param·(1 − decay) − step_size·direction.
+    """param ← param·(1 − decay) − step_size·direction (step_size a number or a 0-d tensor).
 
     Parameters in the state's precision are updated in place (1–2 passes); low-precision ones get
     the whole change computed in float32 in `scratch` and are rounded once.
@@ -92,7 +100,7 @@ def _apply_update(
     if param.dtype == direction.dtype:
         if decay:
             param.mul_(1.0 - decay)
-        param.add_(direction, alpha=-step_size)
+        _add_scaled(param, direction, -step_size)
         return
     torch.mul(direction, -step_size, out=scratch)
     if decay:
@@ -105,6 +113,7 @@ def moment_exponent(
     factors: tuple[torch.Tensor, torch.Tensor],
     beta2: float,
     dtype: torch.dtype,
+    factor_peak: float | None = None,
 ) -> int:
     """e ≥ 0 such that V·4^-e fits `dtype` with room to spare; 0 (nothing scaled) when V does.
 
@@ -114,13 +123,18 @@ def moment_exponent(
     before tall matrices were factorized as Vᵀ holds the roles the other way round). The bound
     is computed in log2 so that it cannot overflow: V is left as is while it is below
     2^(maxexp − 28) (2^100 in float32, |G| up to about 3e16 at β2 = 0.999), else e brings the
-    bound to about 1. Cost: one read pass over each factor.
+    bound to about 1. Cost: one read pass over each factor, none when `factor_peak`
+    (max(max|Q_k|, max|U_k|), as `peak_tensor` computes it on the device) is given.
     """
     logs = []
     if grad_peak > 0 and beta2 < 1:
         logs.append(2.0 * math.log2(grad_peak) + math.log2(1.0 - beta2))
     rank = factors[0].shape[1]
-    peak_factor = max((peak_magnitude(f) for f in factors), default=0.0)
+    peak_factor = (
+        max((peak_magnitude(f) for f in factors), default=0.0)
+        if factor_peak is None
+        else factor_peak
+    )
     if peak_factor > 0:
         logs.append(math.log2(peak_factor) + 0.5 * math.log2(rank))
     log_bound = max(logs, default=-math.inf) + 1.0
@@ -139,6 +153,23 @@ def peak_magnitude(t: torch.Tensor) -> float:
         return 0.0
     low, high = torch.aminmax(t)
     return max(-float(low), float(high))
+
+
+def peak_tensor(t: torch.Tensor) -> torch.Tensor:
+    """max|t| as a 0-d float64 tensor on t's device (0 when empty, NaN if t holds a NaN): what
+    `peak_magnitude` returns, computed without reading it on the host."""
+    if not t.numel():
+        return torch.zeros((), dtype=torch.float64, device=t.device)
+    low, high = torch.aminmax(t)
+    return torch.maximum(low.neg(), high).to(torch.float64)
+
+
+def _extremes(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min t, max t) as 0-d tensors on t's device (zeros when t is empty); NaN propagates."""
+    if not t.numel():
+        zero = t.new_zeros(())
+        return zero, zero
+    return torch.aminmax(t)
 
 
 def _max_exponent(dtype: torch.dtype) -> int:
@@ -174,11 +205,13 @@ def adapprox_step(
     bias_correction: bool,
     maximize: bool,
     grad_peak: float | None = None,
+    factor_peak: float | None = None,
 ) -> None:
     """One Adapprox step (ALGORITHMS.md §3.3) for one matrix parameter, in place.
 
     `grad_peak`: max|G| when the caller has it (the optimizer's finite check computes it), else
-    None and it is computed here (one pass over G).
+    None and it is computed here (one pass over G). `factor_peak`: max(max|Q_k|, max|U_k|) of
+    the current factors, likewise (see `moment_exponent`).
 
     `workspace` is an m×n scratch matrix in the state's dtype; it is overwritten. `state` holds
     Q, U, rank, next_rank, step, key and (when β1 > 0) exp_avg. With `bias_correction`, V is
@@ -207,7 +240,9 @@ def adapprox_step(
     orthonormal, scaled = (U, Q) if tall else (Q, U)
     if grad_peak is None:
         grad_peak = peak_magnitude(grad)
-    exponent = moment_exponent(grad_peak, (Q[:, :rank], U[:, :rank]), beta2, workspace.dtype)
+    exponent = moment_exponent(
+        grad_peak, (Q[:, :rank], U[:, :rank]), beta2, workspace.dtype, factor_peak
+    )
 
     # Clamp the rebuilt moment BEFORE mixing in G², so V ≥ (1−β2)·G² and |Û| ≤ 1/sqrt(1−β2):
     # clamping after lets a negative fit make Û = G/ε, and the RMS clip then shrinks the whole
@@ -219,7 +254,7 @@ def adapprox_step(
                 q = _times_power_of_two(q.clone(), -2 * exponent)
             else:
                 u = _times_power_of_two(u.clone(), -2 * exponent)
-        add_product(workspace, q, u.T, beta=0.0)
+        torch.mm(q, u.T, out=workspace)
     if exponent:
         grad = grad * 2.0**-exponent
     fused = _fused_passes(param, grad, workspace)
@@ -265,15 +300,16 @@ def adapprox_step(
     root_c2 = math.sqrt(1.0 - beta2**step) if bias_correction else 1.0
     # On the scaled path ε scales with G; kept >= the smallest normal so 0/0 cannot occur.
     floor = eps * root_c2 * 2.0**-exponent
-    eps_added = max(floor, torch.finfo(workspace.dtype).tiny) if eps else 0.0
+    eps_added = max(floor, torch.finfo(workspace.dtype).tiny)
     if fused is not None:
         norm = math.sqrt(_kernels.adam_direction(g, v, v.dtype.type(eps_added)))
     else:
         workspace.sqrt_().add_(eps_added)
         torch.div(grad, as_param, out=as_param)
-        norm = float(torch.linalg.vector_norm(workspace))
+        norm = torch.linalg.vector_norm(workspace)  # stays on the device: no host read
     rms = root_c2 * norm / math.sqrt(workspace.numel())
-    scale = root_c2 / max(1.0, rms / clip_threshold)
+    ratio = rms / clip_threshold
+    scale = root_c2 / (ratio.clamp_min(1.0) if torch.is_tensor(ratio) else max(1.0, ratio))
     sign = -1.0 if maximize else 1.0
     decay = lr * weight_decay
     exp_avg = state.get("exp_avg")
@@ -295,7 +331,7 @@ def adapprox_step(
             )
         mark_written(param)
     elif exp_avg is not None:
-        exp_avg.mul_(beta1).add_(as_param, alpha=alpha)
+        _add_scaled(exp_avg.mul_(beta1), as_param, alpha)
         _apply_update(param, exp_avg, step_size, decay, as_param)
     else:
         _apply_update(param, as_param, step_size, decay, as_param)
@@ -319,11 +355,27 @@ def _fused_passes(param: torch.Tensor, grad: torch.Tensor, workspace: torch.Tens
 
 
 def _restore_saturated(u: torch.Tensor, exponent: int) -> None:
-    """u ← u·2^exponent in place, lowered so that max|u| stays below 2^(maxexp − 2)."""
-    peak = float(u.abs().max())
-    if peak > 0:
-        exponent = min(exponent, _max_exponent(u.dtype) - 2 - math.frexp(peak)[1])
-    _times_power_of_two(u, exponent)
+    """u ← u·2^e in place, e = exponent lowered so that max|u| stays below 2^(maxexp − 2).
+
+    e is computed on u's device (0-d integer tensors: no host read) and applied as two exact
+    power-of-two factors built from their exponent bits.
+    """
+    if not u.numel():
+        return
+    peak = u.abs().amax()
+    _, binary_exponent = torch.frexp(peak)
+    limit = (_max_exponent(u.dtype) - 2 - binary_exponent).clamp_max(exponent)
+    total = torch.where(peak > 0, limit, torch.full_like(limit, exponent))
+    half = torch.div(total, 2, rounding_mode="floor")
+    u.mul_(_power_of_two(half, u.dtype)).mul_(_power_of_two(total - half, u.dtype))
+
+
+def _power_of_two(exponent: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """2^exponent exactly, as a 0-d tensor of `dtype` (float32 or float64), from an integer
+    tensor in the dtype's normal exponent range: the biased exponent written into the bits."""
+    if dtype == torch.float64:
+        return ((exponent.to(torch.int64) + 1023) << 52).view(torch.float64)
+    return ((exponent.to(torch.int32) + 127) << 23).view(torch.float32)
 
 
 class Adapprox(SmallStateOptimizer):
@@ -434,8 +486,8 @@ class Adapprox(SmallStateOptimizer):
         start = max(min(start, k_cap), min(group["k_min"], k_cap))
         dtype, device = dense_state_dtype(param), param.device
 
-        def counter(value: int) -> torch.Tensor:
-            return torch.tensor(value, dtype=torch.int64, device=device)
+        def counter(value: int) -> torch.Tensor:  # host memory, as torch.optim's step
+            return torch.tensor(value, dtype=torch.int64)
 
         state = {
             "step": counter(0),
@@ -471,20 +523,26 @@ class Adapprox(SmallStateOptimizer):
         if int(loaded["key"]) < 0:
             raise ValueError(f"state 'key' of {where} must be >= 0, got {int(loaded['key'])}")
 
-    def _grad_peaks(self) -> dict[torch.Tensor, float]:
-        """max|G| per parameter from this step's finite check (never saved)."""
-        return self.__dict__.setdefault("_grad_peak_records", {})
-
-    def _finite_witness(self, param: torch.Tensor, grad: torch.Tensor) -> float:
-        """max|G| (NaN or Inf unless G is finite), kept for the step's overflow guard
-        (`moment_exponent`): the finite check and the guard share one pass over G."""
-        peak = peak_magnitude(grad)
-        self._grad_peaks()[param] = peak
-        return peak
+    def _step_statistics(
+        self, param: torch.Tensor, grad: torch.Tensor, state: dict | None
+    ) -> list[torch.Tensor]:
+        """min G, max G and, for a factored state, min and max of Q_k and of U_k, as 0-d tensors
+        on the device (one aminmax pass each). They are finite exactly when G is, so the finite
+        check and the overflow guard (`moment_exponent`, which takes max|·| = max(−min, max))
+        share one pass over G and the one host read of the step."""
+        extremes = list(_extremes(grad))
+        if state and "Q" in state:
+            rank = int(state["rank"])
+            extremes += [*_extremes(state["Q"][:, :rank]), *_extremes(state["U"][:, :rank])]
+        return extremes
 
     def _update(self, param: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
         beta1, beta2 = group["betas"]
-        grad_peak = self._grad_peaks().pop(param, None)
+        extremes = self._host_statistics().get(param)
+        grad_peak = max(-extremes[0], extremes[1]) if extremes else None
+        factor_peak = None
+        if extremes and len(extremes) == 6:
+            factor_peak = max(max(-low, high) for low, high in (extremes[2:4], extremes[4:6]))
         if "Q" not in state:
             dense_adamw_step(
                 param,
@@ -528,6 +586,7 @@ class Adapprox(SmallStateOptimizer):
             bias_correction=group["bias_correction"],
             maximize=group["maximize"],
             grad_peak=grad_peak,
+            factor_peak=factor_peak,
         )
 
     def _path(self, state: dict) -> str:

@@ -29,9 +29,10 @@ import torch
 
 from ._base import SmallStateOptimizer
 from ._dense import dense_adamw_step, dense_state_dtype, init_dense_state
-from ._ldadam_step import ldadam_matrix_step
+from ._ldadam_step import ldadam_matrix_step, range_exponent, restore_range, times_power_of_two
 from ._validation import COMMON_CHECKS, Check, flag, in_range, integer, one_of, optional
 from ._views import array_view
+from .adapprox import peak_tensor
 
 QUANT_BUCKET = 64
 QUANT_BITS = {"q4": 4, "q8": 8}
@@ -66,7 +67,7 @@ def _error_state(mode: str, rows: int, cols: int, dtype: torch.dtype, device) ->
     if mode == "dense":
         return {
             "error": torch.zeros(rows, cols, dtype=dtype, device=device),
-            "error_fold": torch.zeros((), dtype=torch.float64, device=device),
+            "error_fold": torch.zeros((), dtype=torch.float64),  # host memory, read per step
         }
     length = rows * cols
     bits = QUANT_BITS[mode]
@@ -79,7 +80,9 @@ def _error_state(mode: str, rows: int, cols: int, dtype: torch.dtype, device) ->
 
 
 def _quantized_feedback(state: dict, mode: str, length: int):
-    """A compress.ErrorFeedback over zero-copy views of the state's quantized error."""
+    """A compress.ErrorFeedback over zero-copy views of the state's quantized error. Built
+    without `ErrorFeedback.quantized`'s read of the bounds (a wait for the device per parameter
+    on a GPU): `quantize` wrote them, or `_check_loaded_values` checked them on load."""
     import compress
 
     stored = compress.Quantized(
@@ -90,7 +93,7 @@ def _quantized_feedback(state: dict, mode: str, length: int):
         QUANT_BITS[mode],
         QUANT_BUCKET,
     )
-    return compress.ErrorFeedback.quantized(stored)
+    return compress.ErrorFeedback(quantized_store=stored)
 
 
 class LDAdam(SmallStateOptimizer):
@@ -103,7 +106,14 @@ class LDAdam(SmallStateOptimizer):
     validated): lr, betas, eps, weight_decay (decoupled), rank, rho (None = β1 at each step),
     error_feedback ("dense" | "q4" | "q8" | "none"), side ("auto" | "left" | "right"), min_dim
     (None = max(2·rank, 32)), compressed (None | True | False), maximize, nonfinite ("raise" |
-    "skip"), seed (rsvd draws for large first bases).
+    "skip"), seed (rsvd draws for large first bases); eps must be > 0.
+
+    Finite gradients of any size: the step's finite check also reads max|g|, max|e|, max|m| and
+    max v; when they bound a product of the step beyond 2^(maxexp − 2) (`range_exponent`), the
+    step runs on a, m, v and ε scaled by exact powers of two and its results are scaled back,
+    saturated as a whole where a value would not fit (`restore_range`). Ordinary gradients take
+    the step as written. Cost: one min/max pass over g (replacing the finite check's sum) and,
+    with the dense error buffer, one over e.
     """
 
     _layout_options = ("rank", "side", "compressed", "min_dim", "error_feedback")
@@ -164,7 +174,7 @@ class LDAdam(SmallStateOptimizer):
         dtype = dense_state_dtype(param)
         device = param.device
         return {
-            "step": torch.zeros((), dtype=torch.int64, device=device),
+            "step": torch.zeros((), dtype=torch.int64),  # host memory, as torch.optim's
             "side": side,
             "basis": torch.zeros(projected, rank, dtype=dtype, device=device),
             "exp_avg": torch.zeros(rank, other, dtype=dtype, device=device),
@@ -173,14 +183,20 @@ class LDAdam(SmallStateOptimizer):
         }
 
     def _check_loaded_values(self, param: torch.Tensor, group: dict, loaded: dict) -> None:
-        """Refuse a projection side other than the one this parameter's layout takes, and an
-        error fold κ that is negative or not finite (the next step would add (k − κ)·P·m)."""
+        """Refuse a projection side other than the one this parameter's layout takes, quantized
+        error bounds that are not finite or out of order (the step decodes them unchecked), and
+        an error fold κ that is negative or not finite (the next step would add (k − κ)·P·m)."""
         layout = lowrank_layout(tuple(param.shape), group)
         if layout is not None and loaded["side"] != layout[0]:
             raise ValueError(
                 f"state 'side' of {self._param_name(param)} must be {layout[0]!r}, "
                 f"got {loaded['side']!r}"
             )
+        if "error_lo" in loaded:
+            from compress import _validate
+
+            bounds = (array_view(loaded[key].detach().cpu()) for key in ("error_lo", "error_hi"))
+            _validate.ordered_bounds(*bounds, f"the quantized error of {self._param_name(param)}")
         fold = loaded.get("error_fold")
         if fold is not None and not 0.0 <= float(fold) < math.inf:
             raise ValueError(
@@ -194,6 +210,50 @@ class LDAdam(SmallStateOptimizer):
         if "error" in loaded and "error_fold" not in loaded:
             return {**loaded, "error_fold": torch.zeros((), dtype=torch.float64)}
         return loaded
+
+    def _step_statistics(
+        self, param: torch.Tensor, grad: torch.Tensor, state: dict | None
+    ) -> torch.Tensor:
+        """[max|g|, max|e|, max|m|, max v] on the device (max|g| alone before the first step and
+        on the dense path): max|g| is NaN or Inf unless g is finite, so the finite check and the
+        overflow guard (`range_exponent`) share the step's one host read. Cost: one min/max pass
+        over g (as the base class's sum) and, with the dense error buffer, one over e."""
+        peaks = [peak_tensor(grad)]
+        if state and "basis" in state:
+            if "error" in state:
+                error = peak_tensor(state["error"])
+            elif "error_lo" in state:
+                error = torch.maximum(
+                    peak_tensor(state["error_lo"]), peak_tensor(state["error_hi"])
+                )
+            else:
+                error = torch.zeros((), dtype=torch.float64, device=grad.device)
+            peaks += [error, peak_tensor(state["exp_avg"]), peak_tensor(state["exp_avg_sq"])]
+        return torch.stack([peak.to(device=grad.device) for peak in peaks])
+
+    def _range_exponent(
+        self, param: torch.Tensor, grad: torch.Tensor, state: dict, mode: str, beta1, beta2
+    ) -> int:
+        """The power-of-two scaling this step needs (`range_exponent`; 0 for ordinary values),
+        from the step's host statistics (computed here if the step did not record them)."""
+        peaks = self._host_statistics().get(param)
+        if peaks is not None and len(peaks) == 1 and int(state["step"]) == 0:
+            peaks = [peaks[0], 0.0, 0.0, 0.0]  # state made this step: e, m and v are zero
+        if peaks is None or len(peaks) < 4:
+            peaks = self._step_statistics(param, grad, state).tolist()
+        fold_gap = 0.0
+        if mode == "dense" and int(state["step"]) > 0:
+            fold_gap = abs(beta1 / (1.0 - beta1) - float(state["error_fold"]))
+        basis, exp_avg = state["basis"], state["exp_avg"]
+        return range_exponent(
+            tuple(peaks),
+            shape=(basis.shape[0], exp_avg.shape[1]),
+            rank=basis.shape[1],
+            beta1=beta1,
+            beta2=beta2,
+            fold_gap=fold_gap,
+            dtype=basis.dtype,
+        )
 
     def _path(self, state: dict) -> str:
         if "basis" not in state:
@@ -221,10 +281,17 @@ class LDAdam(SmallStateOptimizer):
         in_place = param.dtype == dtype and param.is_contiguous()
         weight = param.view(rows, -1) if in_place else param.reshape(rows, -1).to(dtype)
         mode = group["error_feedback"]
-        residual = self._residual(grad.reshape(rows, -1), state, mode, group["maximize"])
+        exponent = self._range_exponent(param, grad, state, mode, beta1, beta2)
+        residual = self._residual(grad.reshape(rows, -1), state, mode, group["maximize"], exponent)
+        if exponent:
+            times_power_of_two(state["exp_avg"], -exponent)
+            times_power_of_two(state["exp_avg_sq"], -2 * exponent)
         rho = group["rho"]
         first = int(state["step"]) == 0
         transpose = state["side"] == "right"
+        # ε scales with the moments, floored at 8·sqrt(smallest normal): where the scaled g̃²
+        # underflows to 0, |m| < sqrt(tiny) and m / (sqrt(v) + ε) stays below 1/8
+        eps = max(float(group["eps"]) * 2.0**-exponent, 8.0 * math.sqrt(torch.finfo(dtype).tiny))
         ldadam_matrix_step(
             weight.t() if transpose else weight,
             residual.t() if transpose else residual,
@@ -235,32 +302,55 @@ class LDAdam(SmallStateOptimizer):
             beta1=beta1,
             beta2=beta2,
             rho=beta1 if rho is None else float(rho),
-            eps=float(group["eps"]),
+            eps=eps if exponent else float(group["eps"]),
             lr=lr,
             weight_decay=float(group["weight_decay"]),
             keep_error=mode != "none",
             error_fold=state["error_fold"] if mode == "dense" else None,
             rng=[int(group["seed"]), self._param_key(param, group)] if first else None,
         )
+        if exponent:
+            kept = [(residual, 1)] if mode != "none" else []
+            restore_range([(state["exp_avg"], 1), (state["exp_avg_sq"], 2), *kept], exponent)
         if mode in QUANT_BITS:
             # compress.quantize reads float32: a float64 residual is rounded first (that rounding
-            # is ~1e6 times below the 4/8-bit quantization error that follows).
-            flat = residual.view(-1).to(torch.float32)
-            _quantized_feedback(state, mode, flat.numel()).store(array_view(flat))
+            # is ~1e6 times below the 4/8-bit quantization error that follows), within 2^±126 so
+            # that the bucket widths stay finite.
+            flat = residual.view(-1)
+            if flat.dtype != torch.float32:
+                flat = flat.clamp(-(2.0**126), 2.0**126).to(torch.float32)
+            _quantized_feedback(state, mode, flat.numel()).store(
+                array_view(flat), check_finite=False
+            )
         if not in_place:
             param.copy_(weight.view_as(param))
 
     # ----------------------------------------------------------------- error feedback
-    def _residual(self, grad: torch.Tensor, state: dict, mode: str, maximize: bool):
-        """a = ±g + e in the work dtype: the dense error buffer itself, or a scratch buffer.
+    def _residual(
+        self, grad: torch.Tensor, state: dict, mode: str, maximize: bool, exponent: int = 0
+    ):
+        """a = ±g + e in the work dtype: the dense error buffer itself, or a scratch buffer;
+        (±g + e)·2^-exponent when `exponent` > 0 (`range_exponent`), each term scaled before the
+        sum so that it cannot overflow.
 
         "dense" accumulates into e (no copy); "q4"/"q8" decode e into a scratch buffer holding
         ±g; "none" returns the gradient itself when no sign flip or cast is needed (read-only).
         """
         sign = -1.0 if maximize else 1.0
+        dtype = state["basis"].dtype
+        if exponent:
+            if mode == "dense":
+                residual = state["error"]
+            else:
+                residual = self._scratch(grad.shape, dtype, grad.device).zero_()
+                if mode in QUANT_BITS:
+                    feedback = _quantized_feedback(state, mode, residual.numel())
+                    feedback.add_to(array_view(residual.view(-1)))
+            times_power_of_two(residual, -exponent)
+            scaled = times_power_of_two(grad.to(dtype, copy=True), -exponent)
+            return residual.add_(scaled, alpha=sign)
         if mode == "dense":
             return state["error"].add_(grad, alpha=sign)
-        dtype = state["basis"].dtype
         if mode == "none" and not maximize and grad.dtype == dtype:
             return grad
         residual = self._scratch(grad.shape, dtype, grad.device)

@@ -24,21 +24,23 @@ The module shows the torch plumbing (`MicroAdam`) next to the functional step ov
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import torch
 
 import compress
+from compress.fused import densify_from_error, unchecked_select_into_window
 from compress.topk import counts_of
+from compress.window import unchecked_window_adam_apply
 
-from ._base import SmallStateOptimizer
+from ._base import SmallStateOptimizer, saturating_cast
 from ._validation import COMMON_CHECKS, Check, in_range, integer, one_of
 from ._views import array_view, mark_written
 
 VALUES_DTYPES = ("bfloat16", "float32", "param")
 ERROR_FEEDBACK = ("q4", "none")
+BIAS_CORRECTIONS = ("step", "window")
 MAX_BLOCK_SIZE = 32767  # a block-relative index must fit in int16
 ERROR_BITS = 4
 
@@ -99,8 +101,9 @@ def init_microadam_state(
         else {}
     )
     return {
-        "step": torch.zeros((), dtype=torch.int64, device=device),
-        "cursor": torch.zeros((), dtype=torch.int64, device=device),
+        # integer bookkeeping in host memory (as torch.optim's step): read without a GPU wait
+        "step": torch.zeros((), dtype=torch.int64),
+        "cursor": torch.zeros((), dtype=torch.int64),
         **error,
         "window_values": torch.zeros(
             (window, total_k),
@@ -146,11 +149,21 @@ def core_state(
 
 
 def microadam_step(
+    param, grad, error: compress.Quantized | None, window: compress.SparseWindow, **options: Any
+) -> None:
+    """One MicroAdam step on flat core arrays, in place (`_step_arrays`, whose keyword options
+    it takes: t, lr, beta1, beta2, eps, density, maximize, decay, alpha, bias_correction), every
+    argument checked by `compress`'s public functions before anything is written."""
+    _step_arrays(param, grad, error, window, checked=True, **options)
+
+
+def _step_arrays(
     param,
     grad,
     error: compress.Quantized | None,
     window: compress.SparseWindow,
     *,
+    checked: bool,
     t: int,
     lr: float,
     beta1: float,
@@ -159,7 +172,8 @@ def microadam_step(
     density: float,
     maximize: bool,
     decay: float = 1.0,
-    validate: bool = True,
+    alpha: float = 0.0,
+    bias_correction: str = "step",
 ) -> None:
     """One MicroAdam step on flat core arrays, in place; decay = 1 − lr·weight_decay is applied
     to param in the same pass as the window update.
@@ -167,29 +181,36 @@ def microadam_step(
     `param` and `grad` are numpy or CuPy vectors (float32/float64/float16 or uint16 bf16 bits);
     `error` and `window` wrap views of the state (error None: no error feedback); `t` is the
     step count including this step. Advances `window.cursor`; the caller stores it back.
-    validate=False skips the compress functions' argument checks, the O(m·k) range check of the
-    window's indices included: for a state written by these kernels or checked on load, as the
-    optimizer's is (it saves about 40 µs per parameter and step).
+    checked=False takes compress's unchecked private variants, skipping every argument check
+    (the O(m·k) range check of the window's indices included, about 40 µs per parameter and
+    step): only for the optimizer, whose state was written by these kernels or checked on load
+    and whose parameter's size is checked against it before each step (`_check_fits`).
+    alpha > 0 (needs `error`) then moves α of the new error into the parameter
+    (`compress.fused.densify_from_error`): param −= lr·α·Q⁻¹(e), e ← Q((1 − α)·Q⁻¹(e)).
+    bias_correction="window" divides the moments by 1 − β^min(t, m), the weight the window
+    actually holds, instead of Adam's 1 − β^t (the window statistics at step min(t, m)).
     """
     scale = -1.0 if maximize else 1.0
-    if error is None:
-        compress.window_topk(grad, window, density=density, scale=scale, validate=validate)
+    if not checked:
+        unchecked_select_into_window(grad, error, window, density=density, scale=scale)
+    elif error is None:
+        compress.window_topk(grad, window, density=density, scale=scale)
     else:
-        compress.ef_topk_requantize(
-            grad, error, window, density=density, scale=scale, validate=validate
-        )
+        compress.ef_topk_requantize(grad, error, window, density=density, scale=scale)
     window.advance()
-    compress.window_adam_apply(
+    apply = compress.window_adam_apply if checked else unchecked_window_adam_apply
+    apply(
         window,
-        t,
+        min(t, window.m) if bias_correction == "window" else t,
         beta1=beta1,
         beta2=beta2,
         eps=eps,
         lr=lr,
         param=param,
         decay=decay,
-        validate=validate,
     )
+    if alpha > 0.0:
+        densify_from_error(error, param, alpha=alpha, lr=lr)
 
 
 class MicroAdam(SmallStateOptimizer):
@@ -207,7 +228,8 @@ class MicroAdam(SmallStateOptimizer):
             GPU model; here it is explicit so that a run is reproducible across machines.
             D = 20864 reproduces the published A100 runs.
         quant_bucket: q, elements sharing one (lo, hi) pair of the 4-bit error, ≥ 2.
-        values_dtype: dtype of the window's values: "bfloat16" (the paper's), "float32", or
+        values_dtype: dtype of the window's values: "bfloat16" (the paper's; a finite value
+            beyond bf16's largest is stored as that largest, never as Inf), "float32", or
             "param" (the parameter's dtype; float16 parameters use float32). float64
             parameters with "param" make density=1, window ≥ steps reproduce Adam exactly.
         error_feedback: "q4" (the paper's: what top-k leaves out is kept as a 4-bit error and
@@ -215,6 +237,14 @@ class MicroAdam(SmallStateOptimizer):
             no error pass). "none" is not MicroAdam's published algorithm; on the training
             comparison's small from-scratch model it reached a clearly lower loss (see
             docs/microadam.md), which is why it is offered.
+        alpha: α in [0, 1), the reference implementation's densifying option (labelled there
+            for pre-training): after the sparse update, the parameter also moves by −lr·α·Q⁻¹(e)
+            and the error keeps (1 − α)·Q⁻¹(e), re-quantized. 0 (default) is the published
+            algorithm; α > 0 needs error_feedback="q4" and costs one more pass over the error
+            codes and the parameter.
+        bias_correction: "step" (default, the paper's: moments divided by 1 − β^t) or
+            "window" (divided by 1 − β^min(t, m), the total weight the window holds; an opt-in
+            variant, not the published algorithm).
         maximize: ascend instead of descend.
         nonfinite: "raise" (default) or "skip" a parameter whose gradient is not finite.
         seed: accepted for API uniformity; MicroAdam draws no random numbers.
@@ -237,13 +267,14 @@ class MicroAdam(SmallStateOptimizer):
     )
     _checks: ClassVar[dict[str, Check]] = {
         **COMMON_CHECKS,
-        "eps": in_range(0.0, math.inf, low_open=True),  # eps = 0 divides 0 by 0 on a zero window
         "window": integer(1),
         "density": in_range(0.0, 1.0, low_open=True),
         "block_size": integer(1, MAX_BLOCK_SIZE),
         "quant_bucket": integer(2),
         "values_dtype": one_of(*VALUES_DTYPES),
         "error_feedback": one_of(*ERROR_FEEDBACK),
+        "alpha": in_range(0.0, 1.0, high_open=True),
+        "bias_correction": one_of(*BIAS_CORRECTIONS),
     }
 
     def __init__(
@@ -260,6 +291,8 @@ class MicroAdam(SmallStateOptimizer):
         quant_bucket: int = 64,
         values_dtype: str = "bfloat16",
         error_feedback: str = "q4",
+        alpha: float = 0.0,
+        bias_correction: str = "step",
         maximize: bool = False,
         nonfinite: str = "raise",
         seed: int = 0,
@@ -275,6 +308,8 @@ class MicroAdam(SmallStateOptimizer):
             quant_bucket=quant_bucket,
             values_dtype=values_dtype,
             error_feedback=error_feedback,
+            alpha=alpha,
+            bias_correction=bias_correction,
             maximize=maximize,
             nonfinite=nonfinite,
             seed=seed,
@@ -292,6 +327,12 @@ class MicroAdam(SmallStateOptimizer):
             raise ValueError(
                 f"block_size must be an even multiple of quant_bucket (buckets and code bytes "
                 f"may not straddle blocks), got block_size={block_size}, quant_bucket={bucket}"
+            )
+        alpha, feedback = options.get("alpha"), options.get("error_feedback")
+        if alpha is not None and feedback is not None and alpha > 0 and feedback == "none":
+            raise ValueError(
+                f"alpha must be 0 with error_feedback='none' (there is no error to densify "
+                f"from), got alpha={alpha}"
             )
 
     def _init_state(self, param: torch.Tensor, group: dict[str, Any], key: int) -> dict:
@@ -324,6 +365,20 @@ class MicroAdam(SmallStateOptimizer):
             except ValueError as error:
                 raise ValueError(f"state 'window_indices' of {where} is invalid: {error}") from None
 
+    def _retype_loaded_tensor(
+        self, key: str, got: torch.Tensor, dtype: torch.dtype
+    ) -> torch.Tensor | None:
+        """As the base class, and window values between bfloat16 bits (int16) and a float dtype
+        (values_dtype="param" after `model.to(dtype)`): bf16 → float exact, float → bf16 rounded
+        to nearest even and saturated at bf16's largest finite value."""
+        if key == "window_values" and _BF16_BITS in (got.dtype, dtype):
+            if got.dtype == _BF16_BITS and dtype.is_floating_point:
+                return got.view(torch.bfloat16).to(dtype)
+            if got.is_floating_point():
+                return saturating_cast(got, torch.bfloat16).view(_BF16_BITS)
+            return None
+        return super()._retype_loaded_tensor(key, got, dtype)
+
     def _update(self, param: torch.Tensor, grad: torch.Tensor, state: dict, group: dict) -> None:
         if param.numel() == 0:
             state["step"] += 1
@@ -334,8 +389,9 @@ class MicroAdam(SmallStateOptimizer):
         flat_param = array_view(work.view(-1))
         flat_grad = array_view(grad.contiguous().view(-1))
         error, window = core_state(state, group, param.numel())
-        # The state was built here or checked on load (indices included): no argument checks.
-        microadam_step(
+        # The state was built here or checked on load (indices included) and the parameter's size
+        # checked against it before the step (`_check_fits`): no argument checks.
+        _step_arrays(
             flat_param,
             flat_grad,
             error,
@@ -348,7 +404,9 @@ class MicroAdam(SmallStateOptimizer):
             density=group["density"],
             maximize=group["maximize"],
             decay=1.0 - lr * group["weight_decay"],
-            validate=False,
+            checked=False,
+            alpha=float(group["alpha"]),
+            bias_correction=group["bias_correction"],
         )
         state["step"] += 1
         state["cursor"].fill_(window.cursor)

@@ -7,9 +7,7 @@ import io
 import pytest
 import torch
 
-from optimizers import _products
 from optimizers.adapprox import Adapprox, matrix_shape, takes_factored_path
-from randla import _backend
 
 
 def reference_adapprox(w0, grads, *, lr, beta1, beta2, eps, weight_decay, clip, bias_correction):
@@ -39,21 +37,9 @@ def reference_adapprox(w0, grads, *, lr, beta1, beta2, eps, weight_decay, clip, 
         ((40, 24), 0.8, False, 1.0),
     ],
 )
-@pytest.mark.parametrize("kernels", [False, True], ids=["torch-products", "randla-kernels"])
 def test_full_rank_factorization_equals_the_dense_float64_reference(
-    shape, beta1, bias_correction, clip, kernels, monkeypatch
+    shape, beta1, bias_correction, clip
 ):
-    rebuilds = []
-    if kernels:  # lower the size limits so V's rebuild and S-RSI run on randla's CPU kernels
-        monkeypatch.setattr(_products, "MIN_THIN_ELEMENTS", 1)
-        monkeypatch.setattr(_backend, "THIN_MIN_ELEMENTS", 1)
-        kernel = _backend.add_product
-
-        def counted(*args, **kwargs):
-            rebuilds.append(kernel(*args, **kwargs))
-            return rebuilds[-1]
-
-        monkeypatch.setattr(_backend, "add_product", counted)
     gen = torch.Generator().manual_seed(0)
     w0 = torch.randn(shape, generator=gen, dtype=torch.float64)
     grads = [
@@ -90,7 +76,6 @@ def test_full_rank_factorization_equals_the_dense_float64_reference(
     assert opt.describe()[0].path == f"adapprox(k={full}/{full})"
     error = (param.detach() - expected).norm() / expected.norm()
     assert error < 1e-8
-    assert rebuilds == [True] * (len(grads) - 1 if kernels else 0)  # none at the first step
 
 
 def test_a_tall_matrix_steps_as_its_transpose_with_the_orthonormal_factor_on_the_short_side():
@@ -248,7 +233,10 @@ def test_state_is_built_on_the_meta_device():
     param = torch.empty(96, 64, device="meta")
     opt = Adapprox([torch.nn.Parameter(torch.zeros(1))], k_max=16)
     state = opt._init_state(param, opt.param_groups[0], key=7)
-    assert all(v.device.type == "meta" for v in state.values())
+    # integer bookkeeping lives in host memory whatever the parameter's device
+    assert all(
+        v.device.type == ("cpu" if k in opt._host_state_keys else "meta") for k, v in state.items()
+    )
     assert state["Q"].shape == (96, 16) and state["U"].shape == (64, 16)
     assert state["Q"].dtype == torch.float32 and state["rank"].dtype == torch.int64
 

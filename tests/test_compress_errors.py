@@ -143,3 +143,39 @@ def test_a_quantized_store_takes_a_float64_residual():
     decoded = store.add_to(np.zeros(1000))
     step = (residual.max() - residual.min()) / 255  # the widest bucket's step bounds them all
     assert np.abs(decoded - residual).max() <= step / 2 * 1.01
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("kind", ["q4", "q8", "dense", "bf16"])
+def test_an_error_store_refuses_a_non_finite_residual_and_keeps_its_contents(kind, bad):
+    """Like quantize: a quantized store would decode NaN/Inf as finite garbage."""
+    if kind == "dense":
+        store = compress.ErrorFeedback.dense(np.zeros(100, np.float32))
+    elif kind == "bf16":
+        store = compress.ErrorFeedback.dense(np.zeros(100, np.uint16))
+    else:
+        q = compress.Quantized.empty(100, bits=int(kind[1]), bucket=10)
+        store = compress.ErrorFeedback.quantized(q)
+    store.store(X)
+    before = store.add_to(np.zeros(100, np.float32))
+    residual = X.copy()
+    residual[17] = bad
+    with pytest.raises(ValueError, match="residual must be finite"):
+        store.store(residual)
+    assert np.array_equal(store.add_to(np.zeros(100, np.float32)), before)
+
+
+@pytest.mark.parametrize("bounds", ["float32", "bfloat16"])
+def test_dequantize_refuses_bounds_out_of_order_or_not_finite(bounds):
+    q = compress.quantize(X, bits=4, bucket=10, bounds_dtype=bounds)
+    assert np.abs(compress.dequantize(q) - X).max() < 0.2  # the untampered codes decode
+    for lo, hi in [(5.0, 1.0), (np.nan, 1.0), (0.0, np.inf), (-np.inf, 0.0)]:
+        tampered = compress.Quantized(q.codes, q.lo.copy(), q.hi.copy(), q.length, q.bits, 10)
+        pair = np.array([lo, hi], np.float32)
+        if bounds == "bfloat16":
+            pair = (pair.view(np.uint32) >> 16).astype(np.uint16)
+        tampered.lo[3], tampered.hi[3] = pair
+        with pytest.raises(ValueError, match="bounds must be finite with lo <= hi.*bucket 3"):
+            compress.dequantize(tampered)
+        with pytest.raises(ValueError, match="bounds must be finite"):
+            compress.ErrorFeedback.quantized(tampered).add_to(np.zeros(100, np.float32))

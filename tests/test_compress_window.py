@@ -5,6 +5,8 @@ import pytest
 import torch
 
 import compress
+from compress.fused import unchecked_select_into_window
+from compress.window import unchecked_window_adam_apply
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
@@ -211,8 +213,9 @@ def test_float64_window_statistics_are_float64():
 
 @pytest.mark.parametrize("feedback", [True, False])
 def test_unvalidated_step_equals_the_validated_one(feedback):
-    """validate=False (the optimizer's path) skips only the checks: the same bytes come out of
-    the fused selection and the window update, step after step (the cached β^age weights too)."""
+    """The unchecked private variants (the optimizer's path) skip only the checks: the same
+    bytes come out of the fused selection and the window update, step after step (the cached
+    β^age weights too)."""
     n, density = 70_000, 0.01
     states = []
     for validate in (True, False):
@@ -222,15 +225,16 @@ def test_unvalidated_step_equals_the_validated_one(feedback):
         steps = np.random.default_rng(6)
         for t in range(1, 6):
             grad = steps.standard_normal(n, dtype=np.float32)
-            if feedback:
-                compress.ef_topk_requantize(grad, error, window, density=density, validate=validate)
+            kept = error if feedback else None
+            if not validate:
+                unchecked_select_into_window(grad, kept, window, density=density, scale=1.0)
+            elif feedback:
+                compress.ef_topk_requantize(grad, error, window, density=density)
             else:
-                compress.window_topk(grad, window, density=density, validate=validate)
+                compress.window_topk(grad, window, density=density)
             window.advance()
-            compress.window_adam_apply(
-                window, t, beta1=0.9, beta2=0.999, eps=1e-8, lr=1e-2, param=param, decay=0.99,
-                validate=validate,
-            )  # fmt: skip
+            apply = compress.window_adam_apply if validate else unchecked_window_adam_apply
+            apply(window, t, beta1=0.9, beta2=0.999, eps=1e-8, lr=1e-2, param=param, decay=0.99)
         states.append((window.values.copy(), window.indices.copy(), error.codes.copy(), param))
     for validated, unvalidated in zip(*states, strict=True):
         np.testing.assert_array_equal(validated, unvalidated)

@@ -65,3 +65,13 @@ def test_dcp_checkpoint_resumes_bit_identically(ranks):
         entry = _entry(ranks, "MicroAdam", rank)
         for key, value in entry["continued"].items():
             assert torch.equal(value, entry["resumed"][key]), key
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_a_non_finite_gradient_on_one_rank_makes_every_rank_raise_with_nothing_changed(ranks, name):
+    """Rank 0 sees the NaN and raises FloatingPointError; rank 1 (which would otherwise have
+    stepped, or waited in the owner's scatter forever) raises too, naming the other rank."""
+    first, second = (_entry(ranks, name, rank)["nonfinite"] for rank in (0, 1))
+    assert first["error"] == "FloatingPointError" and second["error"] == "RuntimeError"
+    for result in (first, second):
+        assert result["unchanged"] and result["grad_kept"]

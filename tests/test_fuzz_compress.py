@@ -157,9 +157,10 @@ def test_quantize_decodes_inside_each_bucket_within_a_step(x, bits, bucket, boun
     step = (hi_e - lo_e) / (2**bits - 1)
     slack = 4 * np.spacing(np.maximum(np.abs(lo_e), np.abs(hi_e)).astype(np.float32))
     bound = (1.0 if stoch else 0.5) * step * (1 + 1e-5) + slack
-    bound[hi_e - lo_e < 1e-37] = 2 * (hi_e - lo_e)[hi_e - lo_e < 1e-37]  # BUGS.md #9
+    # a bucket narrower than float32's normal range has a subnormal step: within its width
+    bound[hi_e - lo_e < 1e-37] = 2 * (hi_e - lo_e)[hi_e - lo_e < 1e-37]
     assert (np.abs(decoded.astype(np.float64) - x) <= bound).all()
-    tiny = hi_e - lo_e < 1e-37  # denormal-width buckets decode off their bounds: BUGS.md #9
+    tiny = hi_e - lo_e < 1e-37  # such buckets may decode a subnormal step off their bounds
     assert (lo_e - slack <= decoded)[~tiny].all() and (decoded <= hi_e + slack)[~tiny].all()
     again = compress.quantize(
         x, bits=bits, bucket=bucket, bounds_dtype=bounds, stochastic=stoch, rng=seed
@@ -384,7 +385,7 @@ def test_fused_step_accepts_every_grad_dtype_and_stays_finite(n, dtype, magnitud
     assert (window.indices >= 0).all() and (window.indices < 128).all()
 
 
-# --------------------------------------------------------------- pinned bugs (see BUGS.md)
+# --------------------------------------------------------------- regression tests of fixed bugs
 @pytest.mark.parametrize("bounds", ["float32", "bfloat16"])
 def test_quantize_of_huge_finite_values_decodes_finite(bounds):
     x = np.array([3e38, -3e38, 1.0, 0.0], np.float32)

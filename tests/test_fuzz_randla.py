@@ -6,8 +6,9 @@ Inputs cover numpy and torch, float16/32/64, bfloat16, ints, bool and complex dt
 1×1, 1×n, n×1 and very wide/tall shapes, ±0, denormals, NaN and ±Inf.
 
 Magnitudes of valid inputs span 1e±30 (float32-safe): srsi/subspace_iteration used to overflow
-outside about 1e±19 (BUGS.md #1, fixed; the regression tests at the bottom keep it so), and the
-finite checks of Y/Q0/Q/U (#2) and the rng message (#3) are fixed too.
+outside about 1e±19 (fixed; the regression tests at the bottom keep it so), as were the missing
+finite checks of Y/Q0/Q/U, the rng message and the negative-stride views of subspace_iteration
+and estimate_error.
 Run with `--hypothesis-show-statistics` to see the number of cases per function.
 """
 
@@ -277,7 +278,7 @@ def test_bad_rng_is_refused_naming_rng(rng):
     assert "rng" in str(caught.value)
 
 
-# ------------------------------------------------- regression tests of fixed bugs (BUGS.md)
+# ------------------------------------------------- regression tests of fixed bugs
 @pytest.mark.parametrize("scale", [1e20, 1e-30])
 def test_srsi_is_scale_invariant_over_the_float32_range(scale):
     rng = np.random.default_rng(0)
@@ -313,3 +314,31 @@ def test_nonfinite_factors_are_refused(function):
 def test_negative_seed_error_names_rng():
     with pytest.raises(ValueError, match="rng"):
         randla.srsi(np.ones((4, 3)), 1, rng=-1)
+
+
+VIEWS = {
+    "rows reversed": lambda x: x[::-1],
+    "columns reversed": lambda x: x[:, ::-1],
+    "every other row": lambda x: x[::2],
+}
+
+
+@pytest.mark.parametrize("view", VIEWS)
+@pytest.mark.parametrize("argument", ["A", "Q"])
+def test_subspace_iteration_and_estimate_error_take_views_of_any_strides(view, argument):
+    """As rsvd: a view that is neither C- nor F-contiguous (negative or gapped strides) gives the
+    result of its contiguous copy instead of torch's "negative strides" error."""
+    rng = np.random.default_rng(3)
+    big_a = rng.standard_normal((40, 30))
+    big_q = np.linalg.qr(rng.standard_normal((40, 8)))[0]
+    a = VIEWS[view](big_a) if argument == "A" else big_a[: 40 // (2 if "other" in view else 1)]
+    rows = a.shape[0]
+    q = VIEWS[view](big_q)[:rows, :4] if argument == "Q" else big_q[:rows, :4]
+    u = rng.standard_normal((a.shape[1], 4))
+    assert not (a.flags.c_contiguous and q.flags.c_contiguous)
+    expected = randla.subspace_iteration(np.ascontiguousarray(a), np.ascontiguousarray(q))
+    np.testing.assert_array_equal(randla.subspace_iteration(a, q), expected)
+    seeded = dict(probes=4, rng=0)
+    expected = randla.estimate_error(np.ascontiguousarray(a), np.ascontiguousarray(q), u, **seeded)
+    reversed_view_of_u = u[::-1].copy()[::-1]  # u's values, negative row stride
+    assert randla.estimate_error(a, q, reversed_view_of_u, **seeded) == expected

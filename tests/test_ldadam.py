@@ -7,9 +7,8 @@ import io
 import pytest
 import torch
 
-from optimizers import LDAdam, _ldadam_step, _products
+from optimizers import LDAdam, _ldadam_step
 from optimizers.ldadam import lowrank_layout
-from randla import _backend
 
 BETA1, BETA2 = 0.908, 0.99
 
@@ -136,7 +135,12 @@ def test_state_layout_and_bytes_on_the_meta_device(mode, keys, dtype):
     assert state["step"].dtype == torch.int64 and state["side"] == "left"
     assert state["basis"].shape == (rows, rank) and state["basis"].dtype == work
     assert state["exp_avg"].shape == state["exp_avg_sq"].shape == (rank, cols)
-    assert all(v.device.type == "meta" for v in state.values() if torch.is_tensor(v))
+    # integer bookkeeping (and the error fold) lives in host memory whatever the device
+    assert all(
+        v.device.type == ("cpu" if k in opt._host_state_keys else "meta")
+        for k, v in state.items()
+        if torch.is_tensor(v)
+    )
     extra = sum(state[k].numel() * state[k].element_size() for k in keys) / (rows * cols)
     expected = {
         "dense": torch.finfo(work).bits / 8 + 8 / (rows * cols),  # e and the float64 fold
@@ -219,10 +223,11 @@ def test_a_checkpoint_with_an_unfolded_error_buffer_resumes_the_same_run(shape):
         opt.step()
     saved = opt.state_dict()
     unfolded = {**saved, "state": {}}
+    live = opt.state[param]  # the state dict holds "side" as UTF-8 bytes, the live state as text
     for pid, state in saved["state"].items():
-        error = unfolded_error(state)
+        error = unfolded_error(live)
         state = {k: v for k, v in state.items() if k != "error_fold"}
-        unfolded["state"][pid] = {**state, "error": work_orientation(state, error).clone()}
+        unfolded["state"][pid] = {**state, "error": work_orientation(live, error).clone()}
     start = param.detach().clone()
     finals = []
     for checkpoint in (saved, unfolded):
@@ -249,6 +254,20 @@ def test_a_checkpoint_with_an_invalid_error_fold_is_refused(fold):
     saved["state"][0]["error_fold"] = torch.tensor(fold, dtype=torch.float64)
     with pytest.raises(ValueError, match="'error_fold' of .* must be finite and >= 0"):
         LDAdam([param], rank=6).load_state_dict(saved)
+
+
+@pytest.mark.parametrize("lo", [float("nan"), float("inf"), 1e30])
+def test_a_checkpoint_with_quantized_error_bounds_out_of_order_is_refused(lo):
+    """The step decodes its quantized error without reading the bounds (a GPU wait per
+    parameter), so a loaded store's bounds are checked once, on load."""
+    param = matrix_param(40, 70)
+    opt = LDAdam([param], rank=6, error_feedback="q4")
+    param.grad = gradients((40, 70), 1)[0]
+    opt.step()
+    saved = opt.state_dict()
+    saved["state"][0]["error_lo"][1] = lo
+    with pytest.raises(ValueError, match="bounds must be finite with lo <= hi.*bucket 1"):
+        LDAdam([param], rank=6, error_feedback="q4").load_state_dict(saved)
 
 
 def test_the_step_refuses_a_fold_without_an_error_buffer_to_rewrite():
@@ -317,11 +336,8 @@ def transcription(weight, grads_of, steps, *, rank, lr, weight_decay, rho, eps=1
 
 @pytest.mark.parametrize("shape", [(24, 80), (80, 24)])
 @pytest.mark.parametrize("rho", [None, 0.5])
-@pytest.mark.parametrize("kernels", [False, True], ids=["torch-products", "randla-kernels"])
 @pytest.mark.parametrize("moments", ["numba-moments", "torch-moments"])
-def test_matches_a_float64_transcription_of_the_algorithm(
-    shape, rho, kernels, moments, monkeypatch
-):
+def test_matches_a_float64_transcription_of_the_algorithm(shape, rho, moments, monkeypatch):
     """50 steps on a noisy quadratic, wide and tall, against the literal transcription.
 
     Tolerance 1e-9 relative (float64). Singular vectors and QR factors are defined up to the
@@ -329,24 +345,11 @@ def test_matches_a_float64_transcription_of_the_algorithm(
     torch.linalg.qr, a factored subspace iteration vs the formed B). That cannot matter: the
     update is invariant to P → P·diag(±1) (m's rows flip with P's columns, C∘C and (C m̂)² are
     unchanged, and W, e only see the products P m, P g̃, P u). So we compare sign-free
-    quantities: W, e, P Pᵀ, P m and v. With `kernels`, the size limits are lowered so that the
-    thin products and the rank updates run on randla's CPU kernels instead of torch.mm/addmm_.
-    With "torch-moments" the r×n moment arithmetic takes the torch operations CUDA tensors take
-    instead of `_ldadam_kernels`.
+    quantities: W, e, P Pᵀ, P m and v. With "torch-moments" the r×n moment arithmetic takes the
+    torch operations CUDA tensors take instead of `_ldadam_kernels`.
     """
     if moments == "torch-moments":
         monkeypatch.setattr(_ldadam_step, "fused_moments", lambda *tensors: False)
-    updates = []
-    if kernels:
-        monkeypatch.setattr(_products, "MIN_THIN_ELEMENTS", 1)
-        monkeypatch.setattr(_backend, "THIN_MIN_ELEMENTS", 1)
-        kernel = _backend.add_product
-
-        def counted(*args, **kwargs):
-            updates.append(kernel(*args, **kwargs))
-            return updates[-1]
-
-        monkeypatch.setattr(_backend, "add_product", counted)
     rank, lr, wd, steps = 5, 3e-2, 0.05, 50
     generator = torch.Generator().manual_seed(7)
     target = torch.randn(shape, generator=generator, dtype=torch.float64)
@@ -383,8 +386,6 @@ def test_matches_a_float64_transcription_of_the_algorithm(
     close(state["basis"] @ state["exp_avg"], basis @ m)
     close(state["exp_avg_sq"], v)
     assert int(state["step"]) == steps
-    # every step: the error and weight updates; from the second: C·m and (C∘C)·v̂ too
-    assert updates == [True] * (2 * steps + 2 * (steps - 1) if kernels else 0)
 
 
 @pytest.mark.parametrize("beta2", [0.999, 0.999999, 1 - 1e-8])
@@ -514,13 +515,16 @@ def test_quantized_error_feedback_on_float64_parameters(mode):
     assert abs(quantized - dense) <= 0.05 * dense
 
 
-def test_overflow_in_the_subspace_iteration_raises_instead_of_spreading_nan():
-    # Finite gradients of 3e35: g·gᵀ·P overflows float32 in the second step's iteration.
+def test_gradients_that_would_overflow_the_subspace_iteration_train_without_inf_or_nan():
+    # Finite gradients of 3e35: g·gᵀ·P would overflow float32 in the second step's iteration;
+    # the step runs on exactly scaled inputs instead (tests/test_reliability_spikes.py).
     torch.manual_seed(0)
     param = torch.nn.Parameter(torch.randn(48, 64))
     opt = LDAdam([param], rank=8)
     param.grad = torch.full((48, 64), 3e35) + torch.randn(48, 64) * 1e34
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        for _ in range(3):
-            opt.step()
+    for _ in range(3):
+        opt.step()
     assert torch.isfinite(param).all()
+    for value in opt.state[param].values():
+        if torch.is_tensor(value) and value.is_floating_point():
+            assert torch.isfinite(value).all()

@@ -166,3 +166,25 @@ def test_gradient_clipping_before_step(name):
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(a, b)
         assert torch.isfinite(a).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("option", "value"), [("lr", -1.0), ("eps", 0.0), ("betas", (0.9, 1.5))])
+def test_an_invalid_option_written_into_a_group_is_refused_before_any_change(name, option, value):
+    """A value written into a group between steps (by hand or by a scheduler) is checked when
+    the step starts, as at construction: ValueError naming it, with no parameter or state moved
+    (the last group is the bad one, so the first group's parameters would step first)."""
+    model = tiny_model()
+    layers = [list(m.parameters()) for m in model if list(m.parameters())]
+    opt = CASES[name]([{"params": ps} for ps in layers], lr=1e-2)
+    x, y = tiny_batch()
+    loss_on(model, x, y).backward()
+    opt.step()
+    params = [p.detach().clone() for p in model.parameters()]
+    state = [v.clone() for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+    opt.param_groups[-1][option] = value
+    with pytest.raises(ValueError, match=option):
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(params, model.parameters(), strict=True))
+    after = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+    assert all(torch.equal(a, b) for a, b in zip(state, after, strict=True))

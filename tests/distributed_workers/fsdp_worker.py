@@ -4,7 +4,7 @@ Scenarios (all ranks): AdamW and MicroAdam on local shards, LDAdam and Adapprox 
 full matrices; each trains 20 steps on this rank's half of the global batch. Rank 0 adds the
 single-process reference with the same gradient arithmetic (`split_reference`) for each.
 MicroAdam also checkpoints at step 10 with torch.distributed.checkpoint and resumes into fresh
-objects; both continuations must agree.
+objects; both continuations must agree. Ours then meet a NaN gradient on rank 0 only.
 """
 
 from __future__ import annotations
@@ -73,6 +73,42 @@ def checkpoint_round_trip(name: str, mesh, rank: int, world: int, out_dir) -> di
     return {"continued": full_params(model), "resumed": full_params(fresh)}
 
 
+def state_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [
+        value.clone()
+        for entry in optimizer.state.values()
+        for value in entry.values()
+        if torch.is_tensor(value)
+    ]
+
+
+def nonfinite_gradient_on_one_rank(model, optimizer, rank: int, world: int) -> dict:
+    """Rank 0's shard of the first matrix gets a NaN gradient (nonfinite="raise"): every rank
+    must raise before anything changed, keep its gradients, and train on afterwards."""
+    x, y = local_batch(STEPS, rank, world)
+    optimizer.zero_grad(set_to_none=True)
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    first = next(p for p in model.parameters() if p.ndim >= 2)
+    if rank == 0:
+        first.grad.to_local().view(-1)[0] = float("nan")
+    params, state = full_params(model), state_tensors(optimizer)
+    try:
+        optimizer.step()
+        error = None
+    except (FloatingPointError, RuntimeError) as raised:
+        error = type(raised).__name__
+    params_after, state_after = full_params(model), state_tensors(optimizer)
+    unchanged = len(state) == len(state_after) and all(
+        torch.equal(a, b)
+        for a, b in zip(
+            state + list(params.values()), state_after + list(params_after.values()), strict=True
+        )
+    )
+    result = {"error": error, "unchanged": unchanged, "grad_kept": first.grad is not None}
+    train(model, optimizer, lambda step: local_batch(step, rank, world), steps=1)
+    return result
+
+
 def main() -> None:
     rank, world, out_dir, names = join()
     mesh = init_device_mesh("cpu", (world,))
@@ -100,6 +136,8 @@ def main() -> None:
                 entry["reference_state_nbytes"] = reference_optimizer.state_nbytes()
         if name == "MicroAdam":
             entry.update(checkpoint_round_trip(name, mesh, rank, world, out_dir))
+        if name != "AdamW":
+            entry["nonfinite"] = nonfinite_gradient_on_one_rank(model, optimizer, rank, world)
         results[name] = entry
     finish(rank, out_dir, results)
 
