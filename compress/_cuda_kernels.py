@@ -69,6 +69,21 @@ def decode(codes, e, lo_arr, hi_arr, b, bits, bf16_bounds):
 
 
 @cuda.jit(device=True)
+def store_bounds(lo_out, hi_out, b, lo, hi, bf16):
+    """Write bucket b's bounds (bf16 bits rounded outward, so they still contain [lo, hi]) and
+    return the bounds as stored, which the codes must be computed against."""
+    if bf16:
+        lo_bits = f32_to_bf16_bits_outward(lo, False)
+        hi_bits = f32_to_bf16_bits_outward(hi, True)
+        lo_out[b] = lo_bits
+        hi_out[b] = hi_bits
+        return bf16_bits_to_f32(lo_bits), bf16_bits_to_f32(hi_bits)
+    lo_out[b] = lo
+    hi_out[b] = hi
+    return lo, hi
+
+
+@cuda.jit(device=True)
 def quantize_bucket(
     src,
     src_first,
@@ -90,16 +105,7 @@ def quantize_bucket(
         v = np.float32(src[src_first + j])
         lo = min(lo, v)
         hi = max(hi, v)
-    if bf16_bounds:
-        lo_bits = f32_to_bf16_bits_outward(lo, False)
-        hi_bits = f32_to_bf16_bits_outward(hi, True)
-        lo_out[b] = lo_bits
-        hi_out[b] = hi_bits
-        lo = bf16_bits_to_f32(lo_bits)
-        hi = bf16_bits_to_f32(hi_bits)
-    else:
-        lo_out[b] = lo
-        hi_out[b] = hi
+    lo, hi = store_bounds(lo_out, hi_out, b, lo, hi, bf16_bounds)
     max_code = (1 << bits) - 1
     scale, _, base, _, inv_step = bucket_steps(lo, hi, max_code)
     for j in range(n):
@@ -527,16 +533,7 @@ def densify_from_error_kernel(codes, lo, hi, bits, bucket, bounds_bf16, step, ke
         r = keep * q
         new_lo = min(new_lo, r)
         new_hi = max(new_hi, r)
-    if bounds_bf16:
-        lo_bits = f32_to_bf16_bits_outward(new_lo, False)
-        hi_bits = f32_to_bf16_bits_outward(new_hi, True)
-        lo[b] = lo_bits
-        hi[b] = hi_bits
-        new_lo = bf16_bits_to_f32(lo_bits)
-        new_hi = bf16_bits_to_f32(hi_bits)
-    else:
-        lo[b] = new_lo
-        hi[b] = new_hi
+    new_lo, new_hi = store_bounds(lo, hi, b, new_lo, new_hi, bounds_bf16)
     scale, _, new_base, _, inv_step = bucket_steps(new_lo, new_hi, max_code)
     half = np.float32(0.5)
     per_byte = 1 if bits == 8 else 2
