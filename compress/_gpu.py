@@ -14,9 +14,9 @@ On a GPU every launch (`launch`):
   step's block rows come from `_scratch` (one CuPy buffer per device, stream and use, grown on
   demand), the window's weights (rows by age, β1^age, β2^age) from one cached device table.
 
-Host cost per launch is numba's dispatch: about 5 µs plus 1-2 µs per array argument (published
-numba-cuda figures, to be measured by bench/gpu_check.py); the window kernels take six arrays,
-the fused step eight.
+Host cost per launch is numba's dispatch, which grows with the number of array arguments
+(bench/gpu_check.py measures it; docs/gpu.md): the window kernels take six arrays, the fused step
+eight.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def ef_topk_requantize(
     Does not advance the cursor. grad: float32, float64, float16 or uint16 (bf16 bits).
     window.block_size must be a multiple of error.bucket (an even bucket for 4-bit codes).
     check_finite=True checks grad (one extra read) before any state is modified. Every argument
-    is checked (about 20 µs per call) before anything is written.
+    is checked before anything is written.
     """
     _validate.instance(error, Quantized, "error")
     _validate.instance(window, SparseWindow, "window")
@@ -70,8 +70,8 @@ def unchecked_select_into_window(
 ) -> None:
     """`ef_topk_requantize` (error given) or `window_topk` (error None) without any argument
     check: private to the MicroAdam optimizer, whose state arrays were built by it or checked on
-    load and whose parameter sizes are checked against them before each step (the checks cost
-    about 20 µs per call). Not exported: wrong arguments here write outside the arrays."""
+    load and whose parameter sizes are checked against them before each step. Not exported: wrong
+    arguments here write outside the arrays."""
     _select_into_window(grad, error, window, density, scale, False, validate=False)
 
 

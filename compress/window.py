@@ -215,8 +215,8 @@ def unchecked_window_adam_apply(
 ):
     """`window_adam_apply` without any argument check (the index range check included):
     private to the MicroAdam optimizer, whose window was written by the kernels or checked on
-    load and whose parameter sizes are checked against it before each step (the checks cost
-    about 40 µs per call). Not exported: wrong arguments here write outside the arrays."""
+    load and whose parameter sizes are checked against it before each step. Not exported: wrong
+    arguments here write outside the arrays."""
     return _window_adam_apply(
         window, t, beta1, beta2, eps, lr, param, decay, check_indices=False, validate=False
     )

@@ -5,8 +5,8 @@
   CPU cores. Losses fall, but the numbers say little about the methods.
 - ``default``: what a newcomer runs; both tasks, bracketed lr sweeps on shorter runs, two seeds
   at each chosen lr at full length (d_model 128, so the 128x128 to 128x512 weight matrices are
-  8-32x larger than rank 16). Budget: 10,600 to 12,500 training steps (timing phases included)
-  of about 85 ms on average (77-99 ms by optimizer) on an idle two-core CPU: 15-18 minutes.
+  8-32x larger than rank 16). Budget: 10,600 to 12,500 training steps (timing phases included);
+  its wall time on a measured machine belongs in docs/benchmarks.md.
 - ``large``: for a GPU; a 25M-parameter model on 512-byte contexts.
 """
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 import torch.distributed.checkpoint as dcp
-from common import finish, join, local_batch, make_model, train
+from common import finish, join, local_batch, train
+from fsdp_worker import full_params, sharded_model
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -23,7 +24,6 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
 
 import optimizers
 from optimizers.distributed.sharded import sharded_optimizer
@@ -47,18 +47,6 @@ SCENARIOS = {
     "Adapprox-nested": ("Adapprox", dict(k_max=8), False),
     "Adapprox-beta1-0": ("Adapprox", dict(k_max=8, betas=(0.0, 0.999)), True),
 }
-
-
-def sharded_model(mesh) -> torch.nn.Module:
-    model = make_model()
-    for layer in model:
-        if isinstance(layer, torch.nn.Linear):
-            fully_shard(layer, mesh=mesh)
-    return fully_shard(model, mesh=mesh)
-
-
-def full_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.full_tensor().detach().clone() for name, p in model.named_parameters()}
 
 
 def state_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
