@@ -1,9 +1,8 @@
 """Zero-copy views of torch tensors as numpy (CPU) or CuPy (CUDA) arrays, and the stream they use.
 
 CUDA tensors cross through DLPack; CPU tensors through `Tensor.numpy()`, the same zero-copy view
-at a third of the cost (0.6 against 1.9 µs on the development machine; an LDAdam step takes about
-300 views, and the switch made its rank-64 benchmark step 0.85 ms shorter, steps alternating in
-one process). numpy has no bfloat16 and DLPack refuses it, so bf16 tensors are viewed as their
+without DLPack's capsule round trip (an LDAdam step takes a few hundred views, so their cost
+shows in small steps). numpy has no bfloat16 and DLPack refuses it, so bf16 tensors are viewed as their
 uint16 bit patterns; the core kernels convert bits to float32 themselves.
 
 Streams: inside `kernel_stream(device)` CuPy's current stream is torch's current stream of that

@@ -382,6 +382,20 @@ def test_timing_alternates_the_optimizers_and_warns_on_load(monkeypatch):
     assert timing.spread([1.0, 2.0, 3.0, 4.0, 100.0]) == (3.0, 2.0)
 
 
+@pytest.mark.parametrize("extra, warns", [(0.2, False), (1.0, True)])
+def test_the_load_warning_tolerates_the_phase_filling_its_own_cores(monkeypatch, extra, warns):
+    monkeypatch.setattr(timing, "timed_step", lambda *a, device: (1.0, 0.001, 0.01))
+    monkeypatch.setattr(timing, "usable_cores", lambda: 2)
+    monkeypatch.setattr(timing, "load_average", lambda: 2.0 + extra)
+    config = experiment.preset_config(PRESETS["tiny"], steps=4, seed=0, device="cpu")
+    init = experiment.initial_state(PRESETS["tiny"].model, 0)
+    _, messages = timing.alternating_timings(
+        ["adamw"], lrs={"adamw": 1e-3}, config=config, train_data=tiny_corpus(0).train,
+        init=init, rounds=2,
+    )  # fmt: skip
+    assert any("exceeded the 2 usable cores" in m for m in messages) is warns
+
+
 # --------------------------------------------------------------------------- building blocks
 def write_tree(root: Path, files: dict[str, bytes]) -> None:
     for relative, content in files.items():

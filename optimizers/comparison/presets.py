@@ -5,8 +5,9 @@
   CPU cores. Losses fall, but the numbers say little about the methods.
 - ``default``: what a newcomer runs; both tasks, bracketed lr sweeps on shorter runs, two seeds
   at each chosen lr at full length (d_model 128, so the 128x128 to 128x512 weight matrices are
-  8-32x larger than rank 16). Budget: 10,600 to 12,500 training steps (timing phases included);
-  its wall time on a measured machine belongs in docs/benchmarks.md.
+  8-32x larger than rank 16; 64-byte contexts keep attention cheap). Budget: 7,300 to 8,700
+  training steps of 1,024 bytes (one or two lr extensions per sweep), built to finish within 20
+  minutes on two CPU cores; its measured wall time belongs in docs/benchmarks.md.
 - ``large``: for a GPU; a 25M-parameter model on 512-byte contexts.
 """
 
@@ -79,14 +80,15 @@ PRESETS: dict[str, Preset] = {
         val_batches=2,
     ),
     "default": Preset(
-        model=ModelConfig(seq_len=128, d_model=128, n_layers=4, n_heads=4),
+        model=ModelConfig(seq_len=64, d_model=128, n_layers=4, n_heads=4),
         batch_size=16,
-        steps=300,
-        finetune_steps=150,
-        base_steps=500,
-        sweep_steps=75,
-        finetune_sweep_steps=50,
+        steps=200,
+        finetune_steps=120,
+        base_steps=400,
+        sweep_steps=50,
+        finetune_sweep_steps=40,
         timing_rounds=20,
+        evaluations=8,
     ),
     "large": Preset(
         model=ModelConfig(seq_len=512, d_model=512, n_layers=8, n_heads=8),
