@@ -2,8 +2,8 @@
 
 CUDA tensors cross through DLPack; CPU tensors through `Tensor.numpy()`, the same zero-copy view
 without DLPack's capsule round trip (an LDAdam step takes a few hundred views, so their cost
-shows in small steps). numpy has no bfloat16 and DLPack refuses it, so bf16 tensors are viewed as their
-uint16 bit patterns; the core kernels convert bits to float32 themselves.
+shows in small steps). numpy has no bfloat16 and DLPack refuses it, so bf16 tensors are viewed
+as their uint16 bit patterns; the core kernels convert bits to float32 themselves.
 
 Streams: inside `kernel_stream(device)` CuPy's current stream is torch's current stream of that
 device (a `cupy.cuda.ExternalStream` on the same handle), so CuPy calls and the numba.cuda
