@@ -5,6 +5,9 @@ Usage:
     pytest bench --benchmark-only --benchmark-json=runs/bench.json
     python bench/write_benchmark_page.py --comparison runs/default --bench-json runs/bench.json
 
+More runs go on the same page with more --bench-json (and --bench-command) pairs, e.g. the 4-bit
+quantize with Numba targeting AVX2 only (NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES="").
+
 With --comparison alone, only the comparison section is replaced and the benchmark sections
 already on the page are kept; the comparison tables in docs/choosing.md (between its
 ``<!-- comparison tables -->`` markers) are regenerated from the same run.
@@ -146,10 +149,16 @@ def _extra(info: dict) -> str:
 
 
 def benchmark_section(path: Path, command: str) -> list[str]:
+    """One run's section: command, machine, ceilings, then a table per benchmark group. A run
+    whose benchmarks all recorded one non-host Numba target (NUMBA_CPU_NAME) names it in its
+    heading, so the native run and an AVX2-only run sit side by side on the page."""
     payload = json.loads(path.read_text())
     info = payload.get("machine_info", {})
+    targets = {bench["extra_info"].get("numba_cpu_name") for bench in payload["benchmarks"]}
+    target = targets.pop() if len(targets) == 1 else None
+    heading = BENCH_HEADING + (f", Numba target {target}" if target not in (None, "host") else "")
     lines = [
-        "## Kernel and optimizer benchmarks",
+        heading,
         "",
         f"Command: `{command}`  ",
         f"Machine: {info.get('cpu', {}).get('brand_raw', info.get('processor', '?'))}, "
@@ -173,11 +182,20 @@ def benchmark_section(path: Path, command: str) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comparison", type=Path, help="output folder of smallstate-compare")
-    parser.add_argument("--bench-json", type=Path, help="pytest-benchmark JSON of `pytest bench`")
+    parser.add_argument(
+        "--bench-json",
+        type=Path,
+        action="append",
+        default=[],
+        help="pytest-benchmark JSON of `pytest bench` (repeat for several runs, e.g. native and "
+        "NUMBA_CPU_NAME=haswell)",
+    )
     parser.add_argument(
         "--bench-command",
-        default="pytest bench --benchmark-only --benchmark-json=bench.json",
-        help="the command that produced --bench-json, as it should be shown",
+        action="append",
+        default=[],
+        help="the command that produced each --bench-json, in the same order, as it should be "
+        "shown (default: pytest bench --benchmark-only --benchmark-json=bench.json)",
     )
     parser.add_argument("--out", type=Path, default=DOCS / "benchmarks.md")
     args = parser.parse_args(argv)
@@ -192,8 +210,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.comparison:
         lines += comparison_section(args.comparison)
         write_choosing_tables(args.comparison)
+    if len(args.bench_command) > len(args.bench_json):
+        parser.error("each --bench-command needs a --bench-json")
     if args.bench_json:
-        lines += benchmark_section(args.bench_json, args.bench_command)
+        default = "pytest bench --benchmark-only --benchmark-json=bench.json"
+        commands = args.bench_command + [default] * (len(args.bench_json) - len(args.bench_command))
+        for path, command in zip(args.bench_json, commands, strict=True):
+            lines += benchmark_section(path, command)
     else:
         lines += kept_benchmark_sections(args.out)
     args.out.write_text("\n".join(lines) + "\n")

@@ -30,9 +30,10 @@ from ._scalar import (
 )
 
 CHUNK_BUCKETS = 2048
-"""Buckets per parallel chunk, at most (`chunk_buckets`). Each chunk pays a call, its scratch
-allocations and a restart of the memory streams: 64M float32 on two threads quantized in 8.2 ms
-with 256-bucket chunks, 7.7 ms with 4096."""
+"""Buckets per parallel chunk, at most (`chunk_buckets`): 128K elements of the default bucket,
+far past any chunk's fixed costs (a call, its scratch allocations, a restart of the memory
+streams), and small enough that a vector of a few million elements still splits into several
+chunks per thread."""
 MIN_CHUNK_BUCKETS = 256
 
 
@@ -89,9 +90,11 @@ HALF = np.float32(0.5)  # round-half-up offset
 GROUP = np.uint64(16)  # buckets per phase; 32 or more lost the gain in measurements
 FULL_BUCKET = 64
 """The default bucket length: a whole bucket of it takes copies of the min/max and 4-bit encode
-loops whose trip count is this literal, so LLVM emits their vector bodies without the trip-count
-tests and remainder paths a 64-element loop otherwise pays per bucket (quantize-4 of 64M float32
-with bf16 bounds: 18.2 → 15.2 ms on one thread, 9.1 → 8.2 ms on two)."""
+loops whose trip count is this literal, so LLVM unrolls their vector bodies completely, without
+the trip-count tests and remainder paths a 64-element loop otherwise pays per bucket. A
+derived choice, not a tuned one (it follows the default bucket): without the copies the whole
+quantize ran markedly slower on an AVX-512 and on an AVX2 machine alike
+(bench/test_bench_compress.py)."""
 
 
 @njit(cache=True)
@@ -103,11 +106,9 @@ def quantize_range(
     bounds (bf16 rounding, storing) and steps of the whole group; the encode of each bucket (from
     cache). Taking the per-bucket scalar work (bf16 rounding, a division) out of the streaming
     loops lets the processor overlap it with them, and, the helpers being branch-free, each of
-    the group's bound loops runs as one vector loop (16K elements from L1, one thread: 0.166 →
-    0.153 ns per element). The min/max loop runs over the whole bucket
-    (element 0 twice): from element 1 it would be 63 long, and its scalar remainder cost more
-    than its vector body. 4-bit, bf16 bounds, 64M elements, one thread: 29.3 ms before both
-    changes, 18.5 ms after (with the constant round-half-up offset below).
+    the group's bound loops runs as one vector loop. The min/max loop runs over the whole bucket
+    (element 0 twice): from element 1 it would be 63 long, with a scalar remainder that costs
+    more than its vector body.
     Rounding offsets: 0.5 (round half up) or the hash of the element index (stochastic). A 4-bit
     byte is completed by the element after its even element, so a range must start on an even
     element (or on the range's first byte) for ranges to run in parallel.
@@ -197,7 +198,7 @@ def quantize_range(
                     high = quant_code(src[q + k], scale, base, inv_step, HALF, max_code)
                     low = quant_code(src[q + k + U1], scale, base, inv_step, HALF, max_code)
                     codes[byte0 + np.uint64(p)] = (high << 4) | low
-            else:  # a constant offset, not a load per code: 8% faster from cache
+            else:  # a constant offset, not a load per code
                 for p in range(n_pairs):
                     k = j + U2 * p
                     high = quant_code(src[q + k], scale, base, inv_step, HALF, max_code)

@@ -4,7 +4,7 @@ Per block, a block-local float64 scratch of (M, S) pairs is touched only at the 
 indices: zero the selected slots, accumulate β^age-weighted values and squares row by row
 (oldest row first), then read u back at the same slots. M[j] and S[j] sit side by side
 (`moments[2j]`, `moments[2j + 1]`), so each entry touches one cache line of the scratch, not
-two (the window apply on 64M float32 parameters, m = 10: 18.4 → 17.4 ms on two threads).
+two.
 float64 holds v² and the sums of any finite float32 or bf16 values without overflow (|v| up to
 3.4e38). Cost O(m·k) flops and bytes, independent of the dense length; the scratch is
 block-local, so its width costs no memory traffic.
@@ -57,8 +57,8 @@ def narrow_direction(moments, j, c1, c2, eps):
     """u of `adam_direction` as float32, for parameters narrower than float64 (float32, bf16,
     float16), which round u to float32 or less anyway.
 
-    The square root and the division run in float32 (half the divider time of float64: the
-    window apply on 64M float32 parameters, m = 10, 18.9 → 15.7 ms on two threads); the result
+    The square root and the division run in float32 (float32 division and square root take
+    about half the divider time of float64 on x86 cores); the result
     differs from the float64 u rounded to float32 by an ulp or two (about 1 element in 10^4),
     and NARROW_LIMIT sends out-of-range moments through float64.
     """
@@ -140,12 +140,11 @@ def window_adam_apply_kernel(
 ):
     """Per block: param *= decay, a sequential pass that brings the block into cache and runs
     even when decay = 1 (then it rewrites each element unchanged): the scattered updates that
-    follow ran faster on lines the pass had written than on lines only read (64M float32
-    parameters, m = 10, two threads: 25.5 ms with a read-only pass, 17.5 ms with the write),
-    then param[j] -= lr·u[j] once per coordinate of the window's support. The scratch starts
-    zeroed and every entry clears M[j] and S[j] right after using them, so it is zero again for
-    the next block and a repeated coordinate then computes u = 0 (0 / (0 + eps)) and subtracts
-    nothing: no zeroing pass, no branch.
+    follow run faster on lines the pass has just written than on lines only read (measured
+    with bench/test_bench_microadam.py), then param[j] -= lr·u[j] once per coordinate of the
+    window's support. The scratch starts zeroed and every entry clears M[j] and S[j] right after
+    using them, so it is zero again for the next block and a repeated coordinate then computes
+    u = 0 (0 / (0 + eps)) and subtracts nothing: no zeroing pass, no branch.
 
     Scratch, weights, c1 and c2 are float64; u is float64 for float64 parameters (or an eps
     below float32's smallest normal number) and float32 (`narrow_direction`) for the others,
