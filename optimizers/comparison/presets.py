@@ -5,7 +5,7 @@
   CPU cores. Losses fall, but the numbers say little about the methods.
 - ``default``: what a newcomer runs; both tasks, bracketed lr sweeps on shorter runs, two seeds
   at each chosen lr at full length (d_model 128, so the 128x128 to 128x512 weight matrices are
-  8-32x larger than rank 16; 64-byte contexts keep attention cheap). Budget: 7,300 to 8,700
+  8-32x larger than rank 16; 64-byte contexts keep attention cheap). Budget: 6,800 to 8,100
   training steps of 1,024 bytes (one or two lr extensions per sweep), built to finish within 20
   minutes on two CPU cores; its measured wall time belongs in docs/benchmarks.md.
 - ``large``: for a GPU; a 25M-parameter model on 512-byte contexts.
@@ -83,12 +83,12 @@ PRESETS: dict[str, Preset] = {
         model=ModelConfig(seq_len=64, d_model=128, n_layers=4, n_heads=4),
         batch_size=16,
         steps=200,
-        finetune_steps=120,
+        finetune_steps=100,
         base_steps=400,
         sweep_steps=50,
-        finetune_sweep_steps=40,
-        timing_rounds=20,
-        evaluations=8,
+        finetune_sweep_steps=30,
+        timing_rounds=16,
+        evaluations=6,
     ),
     "large": Preset(
         model=ModelConfig(seq_len=512, d_model=512, n_layers=8, n_heads=8),
