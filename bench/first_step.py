@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.fresh_interpreter import run_child
 
 
 def child(profile: bool) -> dict:
@@ -67,17 +63,9 @@ def longest(buffer, count: int = 12) -> list[tuple[float, str]]:
 
 
 def run_fresh(cache_dir: str, profile: bool) -> dict:
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
-    command = [sys.executable, "-m", "bench.first_step", "--child"]
-    done = subprocess.run(
-        command + (["--profile"] if profile else []),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+    return run_child(
+        "bench.first_step", ["--profile"] if profile else [], {"NUMBA_CACHE_DIR": cache_dir}
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.fresh_interpreter import run_child
+
 LENGTH = 1 << 24  # 16M float32: 64 MB, beyond any cache
 REPEATS = 5
 
@@ -66,16 +63,7 @@ def measure() -> dict[str, float]:
 
 
 def run_fresh(layer: str) -> dict[str, float]:
-    env = dict(os.environ, NUMBA_THREADING_LAYER=layer)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.threading_layers", "--child"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child("bench.threading_layers", [], {"NUMBA_THREADING_LAYER": layer})
 
 
 def main() -> None:

@@ -182,7 +182,7 @@ def _step_arrays(
     `error` and `window` wrap views of the state (error None: no error feedback); `t` is the
     step count including this step. Advances `window.cursor`; the caller stores it back.
     checked=False takes compress's unchecked private variants, skipping every argument check
-    (the O(m·k) range check of the window's indices included, about 40 µs per parameter and
+    (the O(m·k) range check of the window's indices included, which runs every parameter and
     step): only for the optimizer, whose state was written by these kernels or checked on load
     and whose parameter's size is checked against it before each step (`_check_fits`).
     alpha > 0 (needs `error`) then moves α of the new error into the parameter
