@@ -124,18 +124,19 @@ def sum_squares(a: Any) -> float:
 
 
 def qr_q(y: Any) -> Any:
-    """Q factor of y's economic Householder QR (geqrf + orgqr: no R formed).
+    """Q factor of y's economic Householder QR (LAPACK geqrf + orgqr).
 
-    On CPU through torch (torch.geqrf + torch.linalg.householder_product on a zero-copy view):
-    every CPU factorization here runs on torch's LAPACK and thread pool, the pool randla's
-    products use, so no second BLAS pool (scipy's OpenBLAS) spins against it (docs/threads.md).
+    On CPU through torch.linalg.qr on a zero-copy view: every CPU factorization here runs on
+    torch's LAPACK and thread pool, the pool randla's products use, so no second BLAS pool
+    (scipy's OpenBLAS) spins against it (docs/threads.md). One call: the two-call form
+    (torch.geqrf, then householder_product) computes the same Q and ran slower on the blocks
+    rsvd orthonormalizes; the l×l R that linalg.qr also returns costs l² of the block's m·l.
     """
     if is_cupy(y):
         return namespace(y).linalg.qr(y, mode="reduced")[0]
     import torch
 
-    factored, tau = torch.geqrf(_tensor_view(y))
-    return torch.linalg.householder_product(factored[:, : tau.numel()], tau).numpy()
+    return torch.linalg.qr(_tensor_view(y)).Q.numpy()
 
 
 @numba.njit(cache=True)
