@@ -194,7 +194,7 @@ def _factorize(
     m, n = a.shape
     columns = min(rank + oversample, m, n)
     u = _backend.standard_normal(rng, (n, columns), a.dtype, xp)
-    y = _backend.empty_block(m, columns, a.dtype, xp)
+    y = _backend.empty_product(a, columns)
     for sweep in range(sweeps):
         last = sweep == sweeps - 1
         sweep_low = None if last else low

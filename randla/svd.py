@@ -134,8 +134,8 @@ def subspace_iteration(A: Any, Q0: Any, *, iters: int = 1, orth: str = "qr") -> 
 def _alternating_basis(a: Any, block: Any, products: int, orth: str, low: Any = None) -> Any:
     """Orthonormal basis after ``products`` alternating products A·, Aᵀ·, A·, … (odd count);
     with `low` (a bfloat16 copy of A) all products but the last are taken with it."""
-    xp = _backend.namespace(a)
-    buffers = [_backend.empty_block(rows, block.shape[1], a.dtype, xp) for rows in a.shape]
+    columns = block.shape[1]
+    buffers = [_backend.empty_product(a, columns, transpose_a=side) for side in (False, True)]
     for step in range(products):
         side = step % 2
         step_low = low if step < products - 1 else None
