@@ -176,7 +176,7 @@ def low_precision_copy(a: np.ndarray) -> Any:
 
 def low_precision_matmul(a_low: Any, b: np.ndarray, *, transpose_a: bool, out: Any) -> Any:
     """op(a_low) @ b in bfloat16 (torch.mm: float32 accumulation, bfloat16 result; b rounded to
-    bfloat16), written as float32 into `out` (a new Fortran-ordered array when None).
+    bfloat16), written as float32 into `out`.
 
     It pays only on CPUs with bfloat16 matrix instructions (AVX512-BF16, AMX): it then reads half
     the bytes of A at a higher multiply rate; without them torch emulates bfloat16 and it can be
