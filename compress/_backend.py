@@ -37,7 +37,7 @@ def _cpu_kernels() -> SimpleNamespace:
         zero_selected=_cpu_topk.zero_selected_kernel,
         window_adam=_cpu_window.window_adam_kernel,
         window_adam_apply=_cpu_window.window_adam_apply_kernel,
-        ef_topk_requantize=_cpu_fused.ef_topk_requantize_kernel,
+        ef_topk_requantize=_cpu_fused.ef_topk_requantize,
         densify_from_error=_cpu_densify.densify_from_error_kernel,
         add_bf16=_cpu_elementwise.add_bf16_kernel,
         round_to_bf16=_cpu_elementwise.round_to_bf16_kernel,

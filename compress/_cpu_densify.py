@@ -8,16 +8,16 @@ to nearest even), as torch's `param.add_(q, alpha=-lr·α)`.
 
 import numba
 import numpy as np
-from numba import njit
 
 from ._cpu_quant import dequantize_range, quantize_range
 from ._cpu_topk import load_value, store_value
+from ._jit import jit
 from ._scalar import NATIVE
 
 CHUNK_BUCKETS = 256  # even, so every chunk starts on a whole byte of 4-bit codes
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def densify_from_error_kernel(
     codes, lo, hi, bits, bucket, bounds_bf16, step, keep, param, param_kind, n_workers
 ):

@@ -2,26 +2,26 @@
 
 import numba
 import numpy as np
-from numba import njit
 
+from ._jit import jit
 from ._scalar import bf16_bits_to_f32, f32_to_bf16_bits
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def add_bf16_kernel(bits, out):
     """out += bf16 values (bits), in out's dtype."""
     for i in numba.prange(out.size):
         out[i] += bf16_bits_to_f32(bits[i])
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def round_to_bf16_kernel(src, bits):
     """bits = bf16(src), round to nearest even."""
     for i in numba.prange(src.size):
         bits[i] = f32_to_bf16_bits(src[i])
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def all_finite_kernel(x, bf16):
     """True when no element is NaN or ±Inf (bf16: exponent bits not all ones). One read pass."""
     bad = 0

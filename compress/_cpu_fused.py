@@ -9,15 +9,14 @@ holds its own loops (Numba does not inline those, so no call happens per bucket 
 
 import numba
 import numpy as np
-from numba import njit
 
 from ._cpu_quant import dequantize_range, quantize_range
 from ._cpu_topk import block_k, load_scaled, select_top_k, store_value
+from ._jit import jit
 from ._scalar import RADIX_BINS
 
 
-@njit(parallel=True, cache=True)
-def ef_topk_requantize_kernel(
+def ef_topk_requantize(
     grad,
     grad_kind,
     scale,
@@ -37,11 +36,62 @@ def ef_topk_requantize_kernel(
     row_indices,
     feedback,
     n_workers,
-):
-    """One pass per block over grad and the error codes; parallel over blocks. feedback=False
-    leaves the error out (a = scale·grad; codes and bounds are neither read nor written).
+) -> None:
+    """The CPU kernel set's ef_topk_requantize: `ef_topk_requantize_kernel` with a block scratch
+    per worker, allocated here (scale's float type, and its bits as abs_mask's unsigned type)."""
+    work = np.empty((n_workers, block_size), np.asarray(scale).dtype)
+    ef_topk_requantize_kernel(
+        grad,
+        grad_kind,
+        scale,
+        abs_mask,
+        key_bits,
+        codes,
+        lo,
+        hi,
+        bits,
+        bucket,
+        bounds_bf16,
+        block_size,
+        k_full,
+        k_tail,
+        row_values,
+        values_kind,
+        row_indices,
+        feedback,
+        work,
+        work.view(np.asarray(abs_mask).dtype),
+    )
 
-    The scratch has scale's float type; its keys (magnitude bits) abs_mask's unsigned type.
+
+@jit(parallel=True)
+def ef_topk_requantize_kernel(
+    grad,
+    grad_kind,
+    scale,
+    abs_mask,
+    key_bits,
+    codes,
+    lo,
+    hi,
+    bits,
+    bucket,
+    bounds_bf16,
+    block_size,
+    k_full,
+    k_tail,
+    row_values,
+    values_kind,
+    row_indices,
+    feedback,
+    work,
+    work_keys,
+):
+    """One pass per block over grad and the error codes; parallel over blocks, worker w taking
+    blocks w, w + n_workers, ... in row w of the scratch `work` (n_workers × block_size, scale's
+    float type; `work_keys` is the same memory as magnitude bits). feedback=False leaves the
+    error out (a = scale·grad; codes and bounds are neither read nor written).
+
     Per block: a scaled copy of grad (`load_scaled`, one vectorized loop per storage kind), the
     decode added (`dequantize_range`), the sampled-floor top-k select (`select_top_k`), the
     gather/zero of the k winners, and the requantization (`quantize_range`), all on the
@@ -49,9 +99,10 @@ def ef_topk_requantize_kernel(
     """
     n = grad.size
     n_blocks = (n + block_size - 1) // block_size
+    n_workers = work.shape[0]
     for w in numba.prange(n_workers):
-        keys = np.empty(block_size, np.asarray(abs_mask).dtype)
-        scratch = keys.view(np.asarray(scale).dtype)
+        keys = work_keys[w]
+        scratch = work[w]
         hist = np.empty(RADIX_BINS, np.int64)
         cand_keys = np.empty(block_size, keys.dtype)
         narrow = np.empty(block_size, keys.dtype)

@@ -18,8 +18,8 @@ kernel hands each a block.
 
 import numba
 import numpy as np
-from numba import njit
 
+from ._jit import jit
 from ._scalar import (
     bf16_bits_to_f32,
     bucket_steps,
@@ -57,7 +57,7 @@ def dequantize(codes, lo, hi, bits, bucket, bf16_bounds, out, add) -> None:
     dequantize_kernel(codes, lo, hi, bits, bucket, bf16_bounds, out, add, per_chunk)
 
 
-@njit(cache=True)
+@jit
 def load_bound(bounds, i, bf16):
     """Bucket bound i as float32, from float32 storage or bf16 bits."""
     if bf16:
@@ -65,13 +65,13 @@ def load_bound(bounds, i, bf16):
     return np.float32(bounds[i])
 
 
-@njit(cache=True)
+@jit
 def ordered_int(bits):
     """int32 float bits -> int32 that orders like the float (and back: the map is an involution)."""
     return np.int32(bits ^ ((bits >> np.int32(31)) & np.int32(0x7FFFFFFF)))
 
 
-@njit(cache=True)
+@jit
 def store_bounds(lo, hi, lo_out, hi_out, b, bf16_bounds):
     """Store bucket b's bounds (bf16: rounded outward) and return them as float32."""
     if bf16_bounds:
@@ -97,7 +97,7 @@ quantize ran markedly slower on an AVX-512 and on an AVX2 machine alike
 (bench/test_bench_compress.py)."""
 
 
-@njit(cache=True)
+@jit
 def quantize_range(
     src, first, codes, lo_out, hi_out, b0, bits, bucket, bf16_bounds, stochastic, seed
 ):
@@ -211,7 +211,7 @@ def quantize_range(
                 )
 
 
-@njit(cache=True)
+@jit
 def dequantize_range(codes, first, lo_arr, hi_arr, b0, bits, bucket, bf16_bounds, dst, add):
     """dst[j] (+)= code(first + j)·step + lo of its bucket, for all of dst (starting bucket b0).
     Buckets go in groups of GROUP: the steps of the whole group first (one vector loop), then the
@@ -268,7 +268,7 @@ def dequantize_range(codes, first, lo_arr, hi_arr, b0, bits, bucket, bf16_bounds
                 dst[q + j] = dst[q + j] + v if add else v
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def quantize_kernel(x, codes, lo, hi, bits, bucket, bf16_bounds, stochastic, seed, per_chunk):
     """Quantize x per bucket; parallel over chunks of per_chunk (even) buckets."""
     n = x.size
@@ -290,7 +290,7 @@ def quantize_kernel(x, codes, lo, hi, bits, bucket, bf16_bounds, stochastic, see
         )
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def dequantize_kernel(codes, lo, hi, bits, bucket, bf16_bounds, out, add, per_chunk):
     """out (+)= decode(codes) per bucket; parallel over chunks of per_chunk (even) buckets."""
     n = out.size

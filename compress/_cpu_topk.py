@@ -16,9 +16,9 @@ import math
 
 import numba
 import numpy as np
-from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from ._jit import jit
 from ._scalar import (
     BF16,
     F16,
@@ -35,7 +35,7 @@ GROUP = 64  # keys per candidate bit mask (one uint64)
 SORT_BELOW = 64  # radix select finishes with a sort once this few keys remain
 
 
-@njit(cache=True)
+@jit
 def load_value(src, i, kind):
     """src[i] as float64 (exact) from storage `kind` (NATIVE float, BF16 or F16 bits)."""
     if kind == BF16:
@@ -45,7 +45,7 @@ def load_value(src, i, kind):
     return np.float64(src[i])
 
 
-@njit(cache=True)
+@jit
 def load_scaled(src, kind, scale, out):
     """out[j] = scale · src[j] in out's dtype, src in storage `kind` (NATIVE, BF16 or F16 bits).
 
@@ -63,7 +63,7 @@ def load_scaled(src, kind, scale, out):
             out[j] = scale * out.dtype.type(src[j])
 
 
-@njit(cache=True)
+@jit
 def store_value(dst, i, v, kind):
     """dst[i] = v in storage `kind` (BF16/F16 bits: float32 rounded to nearest even)."""
     if kind == BF16:
@@ -74,7 +74,7 @@ def store_value(dst, i, v, kind):
         dst[i] = v
 
 
-@njit(cache=True)
+@jit
 def find_bin(hist, k, top):
     """Highest bin b <= top with count(bins >= b) >= k; returns (b, k - count(bins > b))."""
     above = 0
@@ -85,7 +85,7 @@ def find_bin(hist, k, top):
     return 0, k
 
 
-@njit(cache=True)
+@jit
 def key_range(keys, m):
     """(min, max) of keys[:m], m >= 1 (one vectorized pass)."""
     low = keys[0]
@@ -96,7 +96,7 @@ def key_range(keys, m):
     return low, high
 
 
-@njit(cache=True)
+@jit
 def sorted_copy(source, m, out):
     """out[:m] = source[:m] in ascending order; source may be out itself. Insertion sort: m is at
     most SORT_BELOW, and it compiles in a fraction of the time of Numba's np.sort (whose
@@ -111,7 +111,7 @@ def sorted_copy(source, m, out):
         out[j] = key
 
 
-@njit(cache=True)
+@jit
 def select_threshold(keys, k, hist, cand):
     """Exact k-th largest of the (already masked) keys of a block, and how many keys equal to it
     to take (k minus the count of larger keys).
@@ -163,7 +163,7 @@ def select_threshold(keys, k, hist, cand):
         in_cand = True
 
 
-@njit(cache=True)
+@jit
 def sample_floor(keys, abs_mask, key_bits, k, hist):
     """A key t0 below which (very likely) fewer than all but at least k keys lie above: the lower
     edge of the top-level radix bin holding rank r of a stride-SAMPLE_STRIDE sample, r set
@@ -185,7 +185,7 @@ def sample_floor(keys, abs_mask, key_bits, k, hist):
     return keys.dtype.type(np.uint64(chosen) << shift)
 
 
-@njit(cache=True)
+@jit
 def gather_candidates(keys, abs_mask, floor, cand_keys, cand_idx):
     """Keys >= floor (masked) and their positions, ascending; returns their count.
 
@@ -217,7 +217,7 @@ def gather_candidates(keys, abs_mask, floor, cand_keys, cand_idx):
     return m
 
 
-@njit(cache=True)
+@jit
 def select_top_k(keys, abs_mask, key_bits, k, idx, cand_keys, cand_idx, narrow, hist):
     """idx[:k] = positions (ascending) of the k largest keys & abs_mask; ties -> lowest index.
 
@@ -241,12 +241,12 @@ def select_top_k(keys, abs_mask, key_bits, k, idx, cand_keys, cand_idx, narrow, 
         take_equal -= equal & take
 
 
-@njit(cache=True)
+@jit
 def block_k(b, n_blocks, k_full, k_tail):
     return k_tail if b == n_blocks - 1 else k_full
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def topk_blocks_kernel(
     x,
     x_bits,
@@ -280,7 +280,7 @@ def topk_blocks_kernel(
                 store_value(values, first + p, x[start + idx[p]], values_kind)
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def scatter_add_kernel(values, values_kind, indices, block_size, k_full, k_tail, scale, out):
     """out[block start + index] += scale · value, per block (parallel over blocks)."""
     n_blocks = (out.size + block_size - 1) // block_size
@@ -291,7 +291,7 @@ def scatter_add_kernel(values, values_kind, indices, block_size, k_full, k_tail,
             out[b * block_size + indices[p]] += scale * v
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def gather_kernel(x, indices, block_size, k_full, k_tail, values, values_kind):
     """values[p] = x[block start + indices[p]], per block."""
     n_blocks = (x.size + block_size - 1) // block_size
@@ -301,7 +301,7 @@ def gather_kernel(x, indices, block_size, k_full, k_tail, values, values_kind):
             store_value(values, p, x[b * block_size + indices[p]], values_kind)
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def zero_selected_kernel(x, indices, block_size, k_full, k_tail):
     """x[block start + indices[p]] = 0, per block."""
     n_blocks = (x.size + block_size - 1) // block_size

@@ -14,13 +14,13 @@ import math
 
 import numba
 import numpy as np
-from numba import njit
 
 from ._cpu_topk import block_k, load_value, store_value
+from ._jit import jit
 from ._scalar import NARROW_LIMIT, NARROW_MIN_EPS, NATIVE
 
 
-@njit(cache=True)
+@jit
 def zero_block_moments(indices, rows, first, k, moments):
     """M[j] = S[j] = 0 at the block's entries (only those: the scratch is never swept whole)."""
     for a in range(rows.size):
@@ -31,7 +31,7 @@ def zero_block_moments(indices, rows, first, k, moments):
             moments[j + 1] = 0.0
 
 
-@njit(cache=True)
+@jit
 def add_block_moments(values, values_kind, indices, rows, w1, w2, first, k, moments):
     """M[j] += Σ w1[age]·v, S[j] += Σ w2[age]·v² over the block's entries, oldest row first;
     rows[age] = row number."""
@@ -45,14 +45,14 @@ def add_block_moments(values, values_kind, indices, rows, w1, w2, first, k, mome
             moments[j + 1] += w2[a] * v * v
 
 
-@njit(cache=True)
+@jit
 def adam_direction(moments, j, c1, c2, eps):
     """u = c1·M[j] / (sqrt(c2·S[j]) + eps) in float64."""
     root = moments.dtype.type(math.sqrt(c2 * moments[2 * j + 1]))
     return c1 * moments[2 * j] / (root + eps)
 
 
-@njit(cache=True)
+@jit
 def narrow_direction(moments, j, c1, c2, eps):
     """u of `adam_direction` as float32, for parameters narrower than float64 (float32, bf16,
     float16), which round u to float32 or less anyway.
@@ -69,7 +69,7 @@ def narrow_direction(moments, j, c1, c2, eps):
     return np.float32(first / (math.sqrt(second) + eps))
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def window_adam_kernel(
     values,
     values_kind,
@@ -103,7 +103,7 @@ def window_adam_kernel(
                     out[base + j] = adam_direction(moments, j, c1, c2, eps)
 
 
-@njit(cache=True)
+@jit
 def decay_block(block, kind, decay):
     """block *= decay in the parameter's float type (bf16/f16 bits: in float32, rounded to nearest
     even), as torch's `param.mul_(decay)`. decay = 1 rewrites every element unchanged (its bits
@@ -118,7 +118,7 @@ def decay_block(block, kind, decay):
             store_value(block, i, np.float32(load_value(block, i, kind)) * typed32, kind)
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def window_adam_apply_kernel(
     values,
     values_kind,

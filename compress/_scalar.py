@@ -7,7 +7,8 @@ compile them from the one source.
 """
 
 import numpy as np
-from numba import njit
+
+from ._jit import jit
 
 NARROW_LIMIT = 1e36
 """The window apply's `narrow_direction` takes the float32 square root and division while c2·S
@@ -159,13 +160,13 @@ def bucket_steps_py(lo, hi, levels):
     return scale, unscale, base, step, inv_step
 
 
-bf16_bits_to_f32 = njit(cache=True)(bf16_bits_to_f32_py)
-f32_to_bf16_bits = njit(cache=True)(f32_to_bf16_bits_py)
-f32_to_bf16_bits_outward = njit(cache=True)(f32_to_bf16_bits_outward_py)
-f16_bits_to_f32 = njit(cache=True)(f16_bits_to_f32_py)
-f32_to_f16_bits = njit(cache=True)(f32_to_f16_bits_py)
-hash_uniform = njit(cache=True)(hash_uniform_py)
-quant_code = njit(cache=True)(quant_code_py)
-dequant_value = njit(cache=True)(dequant_value_py)
-bucket_steps = njit(cache=True, error_model="numpy")(bucket_steps_py)
+bf16_bits_to_f32 = jit(bf16_bits_to_f32_py)
+f32_to_bf16_bits = jit(f32_to_bf16_bits_py)
+f32_to_bf16_bits_outward = jit(f32_to_bf16_bits_outward_py)
+f16_bits_to_f32 = jit(f16_bits_to_f32_py)
+f32_to_f16_bits = jit(f32_to_f16_bits_py)
+hash_uniform = jit(hash_uniform_py)
+quant_code = jit(quant_code_py)
+dequant_value = jit(dequant_value_py)
+bucket_steps = jit(bucket_steps_py, error_model="numpy")
 """error_model="numpy": its divisors are never zero, and Numba's zero check would be a branch."""

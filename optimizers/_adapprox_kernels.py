@@ -20,10 +20,11 @@ alternating in one process (docs/adapprox.md gives the numbers).
 
 import numba
 import numpy as np
-from numba import njit
+
+from compress._jit import jit
 
 
-@njit(parallel=True, fastmath={"reassoc"}, cache=True)
+@jit(parallel=True, fastmath={"reassoc"})
 def mix_second_moment(v, g, beta2, weight):
     """v ← β2·max(v, 0) + weight·g·g, in place (v, g flat, one float dtype); returns Σ v² of the
     stored values, in float64 (S-RSI's ‖V‖_F², so it need not read V for it).
@@ -44,7 +45,7 @@ def mix_second_moment(v, g, beta2, weight):
     return total
 
 
-@njit(parallel=True, fastmath={"reassoc"}, cache=True)
+@jit(parallel=True, fastmath={"reassoc"})
 def adam_direction(g, v, eps):
     """v ← g / (sqrt(v) + eps) in place; returns Σ v² after the update, in float64.
 
@@ -58,7 +59,7 @@ def adam_direction(g, v, eps):
     return total
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def moment_and_parameter(u, m, w, beta1, alpha, keep, step):
     """m ← β1·m + α·u, then w ← keep·w − step·m, in place."""
     for i in numba.prange(u.size):
@@ -67,7 +68,7 @@ def moment_and_parameter(u, m, w, beta1, alpha, keep, step):
         w[i] = w[i] * keep - step * moment
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def parameter_only(u, w, keep, step):
     """w ← keep·w − step·u, in place (no first moment)."""
     for i in numba.prange(u.size):

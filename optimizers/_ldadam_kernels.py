@@ -21,10 +21,11 @@ alternating in one process (docs/ldadam.md gives the numbers).
 
 import numba
 import numpy as np
-from numba import njit
+
+from compress._jit import jit
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def centered_second_moment(v, m, inv_c2, inv_c1_squared):
     """v ← v·inv_c2 − m²·inv_c1_squared in place (v, m: r×n)."""
     for i in numba.prange(v.shape[0]):
@@ -32,7 +33,7 @@ def centered_second_moment(v, m, inv_c2, inv_c1_squared):
             v[i, j] = v[i, j] * inv_c2 - m[i, j] * m[i, j] * inv_c1_squared
 
 
-@njit(parallel=True, cache=True)
+@jit(parallel=True)
 def moments_and_direction(
     m,
     v,

@@ -18,6 +18,7 @@ import numba
 import numpy as np
 
 import compress._numba_setup  # noqa: F401  (Numba's threading layer, before any kernel runs)
+from compress._jit import jit
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -102,7 +103,7 @@ def standard_normal(rng: Any, shape: tuple[int, ...], dtype: Any, xp) -> Any:
     return xp.asarray(draws)
 
 
-@numba.njit(parallel=True, fastmath={"reassoc"}, cache=True)
+@jit(parallel=True, fastmath={"reassoc"})
 def _sum_squares_f64(flat):
     # reassoc lets the float64 sum use several vector accumulators (without it, one add chain
     # ran at a fifth of memory speed); squares are >= 0, so no cancellation, and Inf/NaN still show
@@ -139,7 +140,7 @@ def qr_q(y: Any) -> Any:
     return torch.linalg.qr(_tensor_view(y)).Q.numpy()
 
 
-@numba.njit(cache=True)
+@jit
 def _row_order(pivots, rows):
     """The row order that LAPACK's getrf swaps (1-based `pivots`, applied in turn) produce."""
     order = np.arange(rows)
