@@ -9,10 +9,13 @@ inlines the quantize range helpers into their kernels, and the 4-bit quantize ra
 AVX2-only target (`NUMBA_CPU_NAME=haswell`) in an A/B of the two.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from numba import njit
 
 
-def jit(function=None, **options):
+def jit(function: Callable | None = None, **options: Any):
     """njit with the library's options (`@jit` or `@jit(parallel=True, ...)`)."""
     decorate = njit(cache=True, no_cfunc_wrapper=True, **options)
     return decorate if function is None else decorate(function)

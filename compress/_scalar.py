@@ -1,9 +1,9 @@
 """Scalar helpers shared by the CPU (Numba njit) and GPU (numba.cuda device) kernels.
 
 Each helper is written once as a plain Python function on scalars (`*_py`) and compiled for the
-CPU here with `njit`; `_cuda_kernels.py` compiles the same Python functions with
-`cuda.jit(device=True)`. Keeping them leaf functions (no helper calls another) lets both targets
-compile them from the one source.
+CPU here with `jit` (njit with the library's options, `_jit.py`); `_cuda_kernels.py` compiles
+the same Python functions with `cuda.jit(device=True)`. Keeping them leaf functions (no helper
+calls another) lets both targets compile them from the one source.
 """
 
 import numpy as np
