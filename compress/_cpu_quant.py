@@ -66,12 +66,6 @@ def load_bound(bounds, i, bf16):
 
 
 @jit
-def ordered_int(bits):
-    """int32 float bits -> int32 that orders like the float (and back: the map is an involution)."""
-    return np.int32(bits ^ ((bits >> np.int32(31)) & np.int32(0x7FFFFFFF)))
-
-
-@jit
 def store_bounds(lo, hi, lo_out, hi_out, b, bf16_bounds):
     """Store bucket b's bounds (bf16: rounded outward) and return them as float32."""
     if bf16_bounds:
@@ -87,11 +81,14 @@ def store_bounds(lo, hi, lo_out, hi_out, b, bf16_bounds):
 
 U0, U1, U2 = np.uint64(0), np.uint64(1), np.uint64(2)
 HALF = np.float32(0.5)  # round-half-up offset
+ONE = np.float32(1.0)  # the scale of every bucket whose bounds need no rescaling
+SIGN_BIT = np.uint32(0x80000000)
 GROUP = np.uint64(16)  # buckets per phase; 32 or more lost the gain in measurements
 FULL_BUCKET = 64
 """The default bucket length: a whole bucket of it takes copies of the min/max and 4-bit encode
-loops whose trip count is this literal, so LLVM unrolls their vector bodies completely, without
-the trip-count tests and remainder paths a 64-element loop otherwise pays per bucket. A
+loops (the encode's for scale 1, every bucket whose bounds are neither beyond 2^126 nor closer
+than 2^-100) whose trip count is this literal, so LLVM unrolls their vector bodies completely,
+without the trip-count tests and remainder paths a 64-element loop otherwise pays per bucket. A
 derived choice, not a tuned one (it follows the default bucket): without the copies the whole
 quantize ran markedly slower on an AVX-512 and on an AVX2 machine alike
 (bench/test_bench_compress.py)."""
@@ -114,7 +111,8 @@ def quantize_range(
     element (or on the range's first byte) for ranges to run in parallel.
     """
     max_code = (1 << bits) - 1
-    words = src.view(np.int32)  # used by float32 sources only
+    words = src.view(np.int32)  # these two are used by float32 sources only
+    unsigned_words = src.view(np.uint32)
     offsets = np.full(min(bucket, src.size), np.float32(0.5))  # bucket may exceed the range
     group_lo = np.empty(GROUP, np.float32)
     group_hi = np.empty(GROUP, np.float32)
@@ -125,27 +123,35 @@ def quantize_range(
     n_buckets = (n_total + width - U1) // width  # unsigned: see the module docstring
     for g in range(U0, n_buckets, GROUP):
         group = min(GROUP, n_buckets - g)
-        # min/max: float32 data reduce order-preserving integer images of their bits (integer
-        # min/max vectorizes, float min/max does not in Numba), so -0.0 < +0.0 here; float64
+        # min/max: float32 data reduce their bits as integers (integer min/max vectorizes, float
+        # min/max does not in Numba): the signed minimum and maximum and the unsigned maximum.
+        # Non-negative floats order like their bits as signed integers; among negative ones the
+        # largest unsigned bits are the most negative float and the smallest signed bits the
+        # one nearest zero. So min = the unsigned maximum if it has the sign bit (a negative
+        # value is present), else the signed minimum; max = the signed maximum if it is >= 0
+        # (a non-negative value is present), else the signed minimum. -0.0 < +0.0 here. float64
         # data (the fused step's float64 scratch) take a scalar loop on float32-rounded values.
         for i in range(group):
             q = (g + i) * width
             n = min(width, n_total - q)
             if src.itemsize == 4:
-                key_lo = ordered_int(words[q])
-                key_hi = key_lo
+                signed_lo = words[q]
+                signed_hi = signed_lo
+                unsigned_hi = unsigned_words[q]
                 if n == FULL_BUCKET:  # see FULL_BUCKET
                     for j in range(FULL_BUCKET):
-                        key = ordered_int(words[q + np.uint64(j)])
-                        key_lo = min(key_lo, key)
-                        key_hi = max(key_hi, key)
+                        signed_lo = min(signed_lo, words[q + np.uint64(j)])
+                        signed_hi = max(signed_hi, words[q + np.uint64(j)])
+                        unsigned_hi = max(unsigned_hi, unsigned_words[q + np.uint64(j)])
                 else:
                     for j in range(n):  # from 0, not 1: a 64-long loop vectorizes with no remainder
-                        key = ordered_int(words[q + j])
-                        key_lo = min(key_lo, key)
-                        key_hi = max(key_hi, key)
-                group_lo[i] = np.int32(ordered_int(key_lo)).view(np.float32)
-                group_hi[i] = np.int32(ordered_int(key_hi)).view(np.float32)
+                        signed_lo = min(signed_lo, words[q + j])
+                        signed_hi = max(signed_hi, words[q + j])
+                        unsigned_hi = max(unsigned_hi, unsigned_words[q + j])
+                lo_bits = np.int32(unsigned_hi) if unsigned_hi >= SIGN_BIT else signed_lo
+                hi_bits = signed_hi if signed_hi >= 0 else signed_lo
+                group_lo[i] = np.int32(lo_bits).view(np.float32)
+                group_hi[i] = np.int32(hi_bits).view(np.float32)
             else:
                 lo = np.float32(src[q])
                 hi = lo
@@ -192,11 +198,12 @@ def quantize_range(
                         src[q + k + U1], scale, base, inv_step, offsets[k + U1], max_code
                     )
                     codes[byte0 + p] = (high << 4) | low
-            elif n_pairs == FULL_BUCKET // 2:  # see FULL_BUCKET
+            elif n_pairs == FULL_BUCKET // 2 and scale == ONE:  # see FULL_BUCKET
+                # x·1 is x exactly: the codes of every ordinary bucket without the multiply
                 for p in range(FULL_BUCKET // 2):
                     k = j + U2 * np.uint64(p)
-                    high = quant_code(src[q + k], scale, base, inv_step, HALF, max_code)
-                    low = quant_code(src[q + k + U1], scale, base, inv_step, HALF, max_code)
+                    high = quant_code(src[q + k], ONE, base, inv_step, HALF, max_code)
+                    low = quant_code(src[q + k + U1], ONE, base, inv_step, HALF, max_code)
                     codes[byte0 + np.uint64(p)] = (high << 4) | low
             else:  # a constant offset, not a load per code
                 for p in range(n_pairs):

@@ -144,3 +144,36 @@ def test_parallel_chunks_agree_with_short_pieces(bits):
     np.testing.assert_array_equal(
         compress.dequantize(whole), np.concatenate([compress.dequantize(p) for p in parts])
     )
+
+
+def ordered_extremes(bucket_values: np.ndarray) -> tuple[float, float]:
+    """Smallest and largest float of a bucket in IEEE total order (-0.0 below +0.0)."""
+    bits = bucket_values.view(np.int32).astype(np.int64)
+    keys = np.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)
+    return bucket_values[np.argmin(keys)], bucket_values[np.argmax(keys)]
+
+
+@pytest.mark.parametrize("bucket", [64, 5])
+def test_float32_bounds_are_the_bucket_extremes_bit_for_bit(bucket):
+    # Buckets of every sign pattern: positive, negative, mixed, signed zeros only, infinities,
+    # subnormals, and float32's extremes; float32 bounds must be the exact min and max.
+    rng = np.random.default_rng(11)
+    edge = np.float32([0.0, -0.0, 1e-45, -1e-45, 3.4e38, -3.4e38, np.inf, -np.inf])
+    patterns = [
+        rng.standard_normal(bucket),
+        np.abs(rng.standard_normal(bucket)) + 1,
+        -np.abs(rng.standard_normal(bucket)) - 1,
+        rng.choice(edge[:2], bucket),
+        np.full(bucket, -0.0),
+        rng.choice(edge, bucket),
+        -rng.choice(edge[2:], bucket) * rng.random(bucket),
+        rng.choice(edge[[0, 1, 2, 3]], bucket),
+    ]
+    x = np.concatenate(patterns).astype(np.float32)
+    for bits in (4, 8):
+        q = compress.quantize(
+            x, bits=bits, bucket=bucket, bounds_dtype="float32", check_finite=False
+        )
+        for b, values in enumerate(x.reshape(-1, bucket)):
+            lo, hi = ordered_extremes(values)
+            assert q.lo[b].tobytes() == lo.tobytes() and q.hi[b].tobytes() == hi.tobytes(), b
