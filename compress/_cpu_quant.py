@@ -9,11 +9,11 @@ that holds a loop, and a call per bucket costs more than a 64-element bucket's w
 every index is an unsigned (uint64) integer: Numba adds a negative-index wraparound check to
 each access with a signed index, which blocks vectorization, and the alternative, a view per
 bucket indexed from 0, pays reference-count updates per view (atomic, on the array shared by
-all threads); unsigned indices made the 4-bit decode 2.8x faster than views in the fused step.
-Every inner loop is branch-free so that LLVM vectorizes it: the min/max reduction (on integer
-images of the float bits), the encode (clamp then truncate, no fused multiply-add) and the
-decode. Parallel kernels hand each thread chunks of `chunk_buckets` buckets; the fused MicroAdam
-kernel hands each a block.
+all threads, so every thread contends for one cache line; docs/compress.md).
+Every inner loop is branch-free so that LLVM vectorizes it: the min/max reduction (on the float
+bits as integers), the encode (clamp then truncate, no fused multiply-add) and the decode.
+Parallel kernels hand each thread chunks of `chunk_buckets` buckets; the fused MicroAdam kernel
+hands each a block.
 """
 
 import numba
@@ -83,7 +83,10 @@ U0, U1, U2 = np.uint64(0), np.uint64(1), np.uint64(2)
 HALF = np.float32(0.5)  # round-half-up offset
 ONE = np.float32(1.0)  # the scale of every bucket whose bounds need no rescaling
 SIGN_BIT = np.uint32(0x80000000)
-GROUP = np.uint64(16)  # buckets per phase; 32 or more lost the gain in measurements
+GROUP = np.uint64(16)
+"""Buckets per phase of `quantize_range`: the group's float32 bounds and steps fill whole vectors
+(one of 16 lanes, two of 8), and its source (4 KiB at the default bucket) stays in the smallest
+L1 data cache in use (32 KiB) between the min/max phase and the encode that reads it again."""
 FULL_BUCKET = 64
 """The default bucket length: a whole bucket of it takes copies of the min/max and 4-bit encode
 loops (the encode's for scale 1, every bucket whose bounds are neither beyond 2^126 nor closer
