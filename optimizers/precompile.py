@@ -7,9 +7,9 @@ kernels instead. Numba keys each cached kernel by its source file, its argument 
 model and features, so warm the cache on the kind of CPU that will use it.
 
 How: each optimizer takes three steps (the first step's path, then the steady one) on a small
-throwaway model per parameter dtype: a 520×768 matrix (past LDAdam's exact-SVD size and across
-several MicroAdam blocks), a 64×96 matrix and a 96-vector, with random gradients. The steps are
-the real ones, so whatever a step compiles is compiled here, and nothing else. Options pass
+throwaway model per parameter dtype (`SHAPES`: a matrix past LDAdam's exact-SVD size, a small
+one and a vector), with random gradients. The steps are the real ones, so whatever a step
+compiles is compiled here, and nothing else. Options pass
 through to the optimizer, for the settings that change which kernels a step uses (for example
 MicroAdam's ``values_dtype`` and ``alpha``, LDAdam's ``error_feedback``): run once per setting
 you use. Thread counts are not touched. The CUDA kernels of GPU steps are not covered.
@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ._ldadam_step import EXACT_SVD_MAX_SIDE
 from .adapprox import Adapprox
 from .ldadam import LDAdam
 from .microadam import MicroAdam
@@ -36,7 +37,9 @@ DTYPES = {
     "float16": torch.float16,
     "float64": torch.float64,
 }
-SHAPES = ((520, 768), (64, 96), (96,))
+SHAPES = ((EXACT_SVD_MAX_SIDE + 8, 768), (64, 96), (96,))
+"""The throwaway model: one matrix just past LDAdam's exact-SVD size (its first step takes
+randla.rsvd) and across several MicroAdam blocks, one small enough for the exact SVD, a vector."""
 STEPS = 3
 
 
@@ -46,7 +49,7 @@ def precompile(name: str, dtype: str = "float32", **options: Any) -> float:
     every kernel those steps need is compiled into Numba's cache; `options` go to the optimizer.
     Returns the seconds taken.
 
-    Cost: STEPS optimizer steps on 0.41M parameters, plus compiling whatever the cache lacks
+    Cost: STEPS optimizer steps on about 0.4M parameters, plus compiling whatever the cache lacks
     (nothing when it is warm: the kernels load from disk).
     """
     if name not in OPTIMIZERS:
